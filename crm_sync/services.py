@@ -1,0 +1,1 @@
+"""services for the crm_sync app; filled by the issue that brings its behaviour."""

@@ -1,0 +1,1 @@
+"""tasks for the crm_sync app; filled by the issue that brings its behaviour."""

@@ -1,0 +1,1 @@
+"""services for the licenses app; filled by the issue that brings its behaviour."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ProvisionConfig(AppConfig):
+    name = "provision"
+    verbose_name = "Customers and subscriptions"

@@ -1,0 +1,637 @@
+"""Writes to customers, subscriptions, provisioning records and notes.
+
+Every function is keyword-only, runs in one transaction, validates with ``full_clean()`` and
+writes its audit event in that same transaction. Views, the API, tasks and commands call these;
+they never save domain models themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from provision import permissions
+from provision.audit import audit_record, diff_fields, require_reason
+from provision.choices import (
+    GITLAB_COM_STEPS,
+    SELF_MANAGED_STEPS,
+    AddOnKind,
+    Channel,
+    ContactRole,
+    Deployment,
+    LicensingMethod,
+    OrderKind,
+    PartnerKind,
+    Plan,
+    ProvisioningStepKind,
+    StepState,
+    SubscriptionStatus,
+)
+from provision.exceptions import ApplicationError
+from provision.models import (
+    Contact,
+    Customer,
+    Note,
+    Partner,
+    ProvisioningRecord,
+    ProvisioningStep,
+    SeatLedgerEntry,
+    Subscription,
+    SubscriptionAddOn,
+)
+
+CUSTOMER_EDITABLE_FIELDS = frozenset(
+    {
+        "name",
+        "email_domains",
+        "salesforce_account_id",
+        "gainsight_company_id",
+        "account_owner",
+        "csm",
+        "partner",
+        "country",
+    }
+)
+SUBSCRIPTION_EDITABLE_FIELDS = frozenset(
+    {"auto_renew", "quarterly_reconciliation", "contract_overages_allowed", "licensing_method"}
+)
+CONTACT_EDITABLE_FIELDS = frozenset({"first_name", "last_name", "email", "phone"})
+
+
+def _require_fix_permission(actor) -> None:
+    # System writes (actor=None) come from tasks and commands that already decided to act.
+    if actor is not None and not permissions.can_fix(actor):
+        raise ApplicationError(
+            "You do not have permission to change customer data.", code="forbidden"
+        )
+
+
+def _normalise_domains(domains: Iterable[str]) -> list[str]:
+    return sorted({d.strip().lower() for d in domains if d and d.strip()})
+
+
+# --- Partners ---------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def partner_create(
+    *,
+    actor,
+    name: str,
+    email: str,
+    kind: str = PartnerKind.RESELLER,
+    salesforce_account_id: str = "",
+    reason: str,
+) -> Partner:
+    _require_fix_permission(actor)
+    reason = require_reason(reason)
+    partner = Partner(
+        name=name, email=email, kind=kind, salesforce_account_id=salesforce_account_id
+    )
+    partner.full_clean()
+    partner.save()
+    audit_record(
+        actor=actor,
+        action="provision.partner_created",
+        target=partner,
+        customer=None,
+        changes={"name": [None, name], "email": [None, email]},
+        reason=reason,
+    )
+    return partner
+
+
+# --- Customers --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def customer_create(
+    *,
+    actor,
+    billing_account_number: str,
+    name: str,
+    email_domains: Iterable[str] = (),
+    salesforce_account_id: str | None = None,
+    gainsight_company_id: str | None = None,
+    account_owner=None,
+    csm=None,
+    partner: Partner | None = None,
+    country: str = "",
+    reason: str,
+    ticket_url: str = "",
+) -> Customer:
+    _require_fix_permission(actor)
+    reason = require_reason(reason)
+    customer = Customer(
+        billing_account_number=billing_account_number,
+        name=name.strip(),
+        email_domains=_normalise_domains(email_domains),
+        salesforce_account_id=salesforce_account_id or None,
+        gainsight_company_id=gainsight_company_id or None,
+        account_owner=account_owner,
+        csm=csm,
+        partner=partner,
+        country=country.upper(),
+    )
+    customer.full_clean()
+    customer.save()
+    audit_record(
+        actor=actor,
+        action="provision.customer_created",
+        target=customer,
+        customer=customer,
+        changes={"billing_account_number": [None, billing_account_number], "name": [None, name]},
+        reason=reason,
+        ticket_url=ticket_url,
+    )
+    return customer
+
+
+@transaction.atomic
+def customer_update(
+    *, actor, customer: Customer, data: dict, reason: str, ticket_url: str = ""
+) -> Customer:
+    """Change the editable fields in ``data``; a call that changes nothing writes nothing."""
+    _require_fix_permission(actor)
+    reason = require_reason(reason)
+    unknown = set(data) - CUSTOMER_EDITABLE_FIELDS
+    if unknown:
+        raise ValidationError(f"These customer fields cannot be changed here: {sorted(unknown)}")
+    data = dict(data)
+    if "email_domains" in data:
+        data["email_domains"] = _normalise_domains(data["email_domains"])
+    for key in ("salesforce_account_id", "gainsight_company_id"):
+        if key in data and not data[key]:
+            data[key] = None
+    customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    changes = diff_fields(customer, data)
+    if not changes:
+        return customer
+    for field, value in data.items():
+        setattr(customer, field, value)
+    customer.full_clean()
+    customer.save()
+    audit_record(
+        actor=actor,
+        action="provision.customer_updated",
+        target=customer,
+        customer=customer,
+        changes=changes,
+        reason=reason,
+        ticket_url=ticket_url,
+    )
+    return customer
+
+
+# --- Contacts ---------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def contact_create(
+    *,
+    actor,
+    customer: Customer,
+    role: str,
+    first_name: str,
+    last_name: str,
+    email: str,
+    phone: str = "",
+    reason: str,
+    ticket_url: str = "",
+) -> Contact:
+    _require_fix_permission(actor)
+    reason = require_reason(reason)
+    if role == ContactRole.SOLD_TO and customer.contacts.filter(role=ContactRole.SOLD_TO).exists():
+        raise ApplicationError(
+            "This customer already has a sold-to contact; change that contact instead.",
+            code="sold_to_exists",
+        )
+    contact = Contact(
+        customer=customer,
+        role=role,
+        first_name=first_name,
+        last_name=last_name,
+        email=email.lower(),
+        phone=phone,
+    )
+    contact.full_clean()
+    contact.save()
+    audit_record(
+        actor=actor,
+        action="provision.contact_created",
+        target=contact,
+        customer=customer,
+        changes={"role": [None, role], "email": [None, contact.email]},
+        reason=reason,
+        ticket_url=ticket_url,
+    )
+    return contact
+
+
+@transaction.atomic
+def contact_update(
+    *, actor, contact: Contact, data: dict, reason: str, ticket_url: str = ""
+) -> Contact:
+    _require_fix_permission(actor)
+    reason = require_reason(reason)
+    unknown = set(data) - CONTACT_EDITABLE_FIELDS
+    if unknown:
+        raise ValidationError(f"These contact fields cannot be changed here: {sorted(unknown)}")
+    data = dict(data)
+    if "email" in data:
+        data["email"] = data["email"].lower()
+    contact = Contact.objects.select_for_update().get(pk=contact.pk)
+    changes = diff_fields(contact, data)
+    if not changes:
+        return contact
+    for field, value in data.items():
+        setattr(contact, field, value)
+    contact.full_clean()
+    contact.save()
+    audit_record(
+        actor=actor,
+        action="provision.contact_updated",
+        target=contact,
+        customer=contact.customer,
+        changes=changes,
+        reason=reason,
+        ticket_url=ticket_url,
+    )
+    return contact
+
+
+# --- Subscriptions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddOnSpec:
+    kind: str
+    quantity: int
+    starts_on: date | None = None
+    ends_on: date | None = None
+
+
+def _status_for_term(term_start: date, term_end: date, today: date) -> str:
+    if term_end <= today:
+        return SubscriptionStatus.EXPIRED
+    if term_start > today:
+        return SubscriptionStatus.PENDING
+    return SubscriptionStatus.ACTIVE
+
+
+@transaction.atomic
+def subscription_create(
+    *,
+    actor,
+    customer: Customer,
+    name: str,
+    plan: str,
+    deployment: str,
+    term_start: date,
+    term_end: date,
+    seats: int,
+    channel: str = Channel.SALES_ASSISTED,
+    partner: Partner | None = None,
+    licensing_method: str | None = None,
+    auto_renew: bool = True,
+    quarterly_reconciliation: bool = True,
+    contract_overages_allowed: bool = True,
+    renews: Subscription | None = None,
+    add_ons: Iterable[AddOnSpec] = (),
+    order_reference: str | None = None,
+    reason: str,
+    ticket_url: str = "",
+    today: date | None = None,
+) -> Subscription:
+    """Record a sold subscription and open its provisioning record.
+
+    Self-managed subscriptions default to online cloud licensing; legacy needs an explicit choice.
+    """
+    _require_fix_permission(actor)
+    reason = require_reason(reason)
+    today = today or timezone.localdate()
+    if deployment == Deployment.SELF_MANAGED:
+        licensing_method = licensing_method or LicensingMethod.ONLINE_CLOUD
+    else:
+        licensing_method = ""
+    subscription = Subscription(
+        name=name,
+        customer=customer,
+        plan=plan,
+        deployment=deployment,
+        status=_status_for_term(term_start, term_end, today),
+        term_start=term_start,
+        term_end=term_end,
+        seats=seats,
+        channel=channel,
+        partner=partner,
+        licensing_method=licensing_method,
+        auto_renew=auto_renew,
+        quarterly_reconciliation=quarterly_reconciliation
+        and plan not in (Plan.PREMIUM_TRIAL, Plan.ULTIMATE_TRIAL),
+        contract_overages_allowed=contract_overages_allowed,
+        renews=renews,
+    )
+    subscription.full_clean()
+    subscription.save()
+    for spec in add_ons:
+        add_on = SubscriptionAddOn(
+            subscription=subscription,
+            kind=AddOnKind(spec.kind),
+            quantity=spec.quantity,
+            starts_on=spec.starts_on or term_start,
+            ends_on=spec.ends_on or term_end,
+        )
+        add_on.full_clean()
+        add_on.save()
+    event = audit_record(
+        actor=actor,
+        action="provision.subscription_created",
+        target=subscription,
+        customer=customer,
+        changes={
+            "plan": [None, plan],
+            "deployment": [None, deployment],
+            "seats": [None, seats],
+            "term": [None, f"{term_start.isoformat()} → {term_end.isoformat()}"],
+        },
+        reason=reason,
+        ticket_url=ticket_url,
+        metadata={"add_ons": [[a.kind, a.quantity] for a in add_ons]},
+    )
+    SeatLedgerEntry.objects.create(subscription=subscription, seats=seats, audit_event=event)
+    provisioning_record_open(
+        subscription=subscription,
+        order_reference=order_reference or f"ORD-{subscription.name}",
+        kind=OrderKind.RENEWAL if renews else OrderKind.NEW,
+    )
+    return subscription
+
+
+@transaction.atomic
+def subscription_update(
+    *, actor, subscription: Subscription, data: dict, reason: str, ticket_url: str = ""
+) -> Subscription:
+    _require_fix_permission(actor)
+    reason = require_reason(reason)
+    unknown = set(data) - SUBSCRIPTION_EDITABLE_FIELDS
+    if unknown:
+        raise ValidationError(
+            f"These subscription fields cannot be changed here: {sorted(unknown)}"
+        )
+    subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
+    changes = diff_fields(subscription, data)
+    if not changes:
+        return subscription
+    for field, value in data.items():
+        setattr(subscription, field, value)
+    subscription.full_clean()
+    subscription.save()
+    audit_record(
+        actor=actor,
+        action="provision.subscription_updated",
+        target=subscription,
+        customer=subscription.customer,
+        changes=changes,
+        reason=reason,
+        ticket_url=ticket_url,
+    )
+    return subscription
+
+
+def subscription_peak_usage(subscription: Subscription) -> int:
+    """The most users the subscription is known to have had this term (seat reports, namespaces)."""
+    from usage.models import Namespace, SeatReport
+
+    reported = (
+        SeatReport.objects.filter(
+            subscription=subscription, report_date__gte=subscription.term_start
+        ).aggregate(peak=Max("max_historical_users"))["peak"]
+        or 0
+    )
+    namespace_peak = (
+        Namespace.objects.filter(subscription=subscription).aggregate(peak=Max("max_seats_used"))[
+            "peak"
+        ]
+        or 0
+    )
+    return max(reported, namespace_peak)
+
+
+@transaction.atomic
+def subscription_seats_change(
+    *, actor, subscription: Subscription, seats: int, reason: str, ticket_url: str = ""
+) -> Subscription:
+    """Change the seat count. Going below the users the customer already had this term waives
+    a true-up, so only a support lead may do it (support-workflows §2, "Reset max seats")."""
+    _require_fix_permission(actor)
+    reason = require_reason(reason)
+    if seats < 0:
+        raise ValidationError({"seats": "Seats cannot be negative."})
+    subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
+    if subscription.status in (SubscriptionStatus.EXPIRED, SubscriptionStatus.CANCELLED):
+        raise ApplicationError(
+            f"{subscription.name} is {subscription.get_status_display().lower()}; "
+            "seats can only change on a pending or active subscription.",
+            code="subscription_closed",
+        )
+    old_seats = subscription.seats
+    if seats == old_seats:
+        raise ApplicationError(f"{subscription.name} already has {seats} seats.", code="no_change")
+    peak = subscription_peak_usage(subscription)
+    if seats < peak and actor is not None and not permissions.can_approve(actor):
+        raise ApplicationError(
+            f"{seats} seats is below the {peak} users already in use this term; that waives a "
+            "true-up and needs a support lead.",
+            code="needs_approval",
+            extra={"peak_usage": peak},
+        )
+    subscription.seats = seats
+    subscription.full_clean()
+    subscription.save(update_fields=["seats", "updated_at"])
+    event = audit_record(
+        actor=actor,
+        action="provision.subscription_seats_changed",
+        target=subscription,
+        customer=subscription.customer,
+        changes={"seats": [old_seats, seats]},
+        reason=reason,
+        ticket_url=ticket_url,
+        metadata={"peak_usage": peak},
+    )
+    SeatLedgerEntry.objects.create(
+        subscription=subscription, seats=seats, previous_seats=old_seats, audit_event=event
+    )
+    return subscription
+
+
+def subscriptions_expire(*, today: date | None = None) -> dict[str, int]:
+    """Move subscriptions whose term has started or ended to their new status (system action).
+
+    Each transition is a conditional update on the old status, so two overlapping runs cannot
+    both audit the same change.
+    """
+    today = today or timezone.localdate()
+    counts = {"activated": 0, "expired": 0}
+    transitions = (
+        (
+            "expired",
+            SubscriptionStatus.ACTIVE,
+            SubscriptionStatus.EXPIRED,
+            {"term_end__lte": today},
+        ),
+        (
+            "expired",
+            SubscriptionStatus.PENDING,
+            SubscriptionStatus.EXPIRED,
+            {"term_end__lte": today},
+        ),
+        (
+            "activated",
+            SubscriptionStatus.PENDING,
+            SubscriptionStatus.ACTIVE,
+            {"term_start__lte": today, "term_end__gt": today},
+        ),
+    )
+    for label, old, new, condition in transitions:
+        ids = list(
+            Subscription.objects.filter(status=old, **condition).values_list("pk", flat=True)
+        )
+        for pk in ids:
+            with transaction.atomic():
+                updated = Subscription.objects.filter(pk=pk, status=old).update(
+                    status=new, updated_at=timezone.now()
+                )
+                if updated != 1:
+                    continue
+                subscription = Subscription.objects.select_related("customer").get(pk=pk)
+                audit_record(
+                    actor=None,
+                    action=f"provision.subscription_{label}",
+                    target=subscription,
+                    customer=subscription.customer,
+                    changes={"status": [old, new]},
+                    reason=f"Term {'ended' if new == SubscriptionStatus.EXPIRED else 'started'}",
+                )
+                counts[label] += 1
+    return counts
+
+
+# --- Provisioning records ---------------------------------------------------------------------
+
+
+def provisioning_record_open(
+    *, subscription: Subscription, order_reference: str, kind: str = OrderKind.NEW
+) -> ProvisioningRecord:
+    """Open the record of an order with all its steps; the first step is already done.
+
+    Called from ``subscription_create`` inside its transaction, whose audit event covers it.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("provisioning_record_open must run inside a service transaction")
+    record = ProvisioningRecord(
+        subscription=subscription, order_reference=order_reference, kind=kind
+    )
+    record.full_clean()
+    record.save()
+    kinds = SELF_MANAGED_STEPS if subscription.is_self_managed else GITLAB_COM_STEPS
+    now = timezone.now()
+    due = ProvisioningStep.default_due_at(now)
+    ProvisioningStep.objects.bulk_create(
+        ProvisioningStep(
+            record=record,
+            kind=step_kind,
+            position=position,
+            state=StepState.DONE
+            if step_kind == ProvisioningStepKind.SUBSCRIPTION_CREATED
+            else StepState.PENDING,
+            completed_at=now if step_kind == ProvisioningStepKind.SUBSCRIPTION_CREATED else None,
+            due_at=due,
+        )
+        for position, step_kind in enumerate(kinds)
+    )
+    return record
+
+
+@transaction.atomic
+def provisioning_step_set_state(
+    *,
+    actor,
+    step: ProvisioningStep,
+    state: str,
+    error: str = "",
+    reason: str,
+    actor_kind: str | None = None,
+) -> ProvisioningStep:
+    """Mark a step done, failed or skipped. The record completes when no step is left open."""
+    reason = require_reason(reason)
+    if state not in StepState.values or state == StepState.PENDING and not error:
+        raise ValidationError({"state": "Choose done, failed or skipped."})
+    step = (
+        ProvisioningStep.objects.select_for_update()
+        .select_related("record__subscription__customer")
+        .get(pk=step.pk)
+    )
+    old_state = step.state
+    if old_state == state and not error:
+        return step
+    step.state = state
+    step.last_error = error if state == StepState.FAILED else ""
+    step.completed_at = timezone.now() if state in (StepState.DONE, StepState.SKIPPED) else None
+    step.attempts += 1 if state == StepState.FAILED else 0
+    step.full_clean()
+    step.save()
+    record = step.record
+    if not record.steps.exclude(state__in=[StepState.DONE, StepState.SKIPPED]).exists():
+        record.completed_at = timezone.now()
+        record.save(update_fields=["completed_at", "updated_at"])
+    audit_record(
+        actor=actor,
+        actor_kind=actor_kind,
+        action="provision.provisioning_step_changed",
+        target=record,
+        customer=record.subscription.customer,
+        changes={step.kind: [old_state, state]},
+        reason=reason,
+        metadata={"error": error} if error else {},
+    )
+    return step
+
+
+# --- Notes ------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def note_add(*, actor, customer: Customer, body: str, target=None) -> Note:
+    """A human note on the customer or one of its objects. Every staff role may add notes."""
+    if not permissions.CustomerPolicy.can_add_note(actor, customer):
+        raise ApplicationError("You do not have permission to add notes.", code="forbidden")
+    body = (body or "").strip()
+    if not body:
+        raise ValidationError({"body": "A note cannot be empty."})
+    target = target or customer
+    note = Note(
+        customer=customer,
+        target_type=target._meta.label_lower,
+        target_id=str(target.pk),
+        author=actor,
+        author_text=actor.get_username(),
+        body=body,
+    )
+    note.full_clean()
+    note.save()
+    audit_record(
+        actor=actor,
+        action="provision.note_added",
+        target=note,
+        customer=customer,
+        reason=body[:500],
+        metadata={"on": f"{note.target_type}:{note.target_id}"},
+    )
+    return note

@@ -1,0 +1,220 @@
+"""Staff console pages for customers and subscriptions. Thin: selectors read, services write."""
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from provision import permissions, selectors, services
+from provision.decorators import role_required
+from provision.exceptions import ApplicationError
+from provision.forms import CustomerEditForm, NoteForm, SeatsChangeForm
+
+LIST_PAGE_SIZE = 50
+
+
+def _apply_errors(form, error) -> None:
+    """Show a service's refusal on the form instead of a 500."""
+    if isinstance(error, ApplicationError):
+        form.add_error(None, error.message)
+        return
+    if hasattr(error, "message_dict"):
+        for field, field_errors in error.message_dict.items():
+            target = field if field in form.fields else None
+            for message in field_errors:
+                form.add_error(target, message)
+    else:
+        for message in error.messages:
+            form.add_error(None, message)
+
+
+def _page(request, queryset):
+    paginator = Paginator(queryset, LIST_PAGE_SIZE)
+    return paginator.get_page(request.GET.get("page"))
+
+
+def _querystring_without_page(request) -> str:
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
+
+
+@role_required(permissions.is_staff_member)
+def home(request):
+    context = {
+        "counts": selectors.home_counts(actor=request.user),
+        "stuck_steps": selectors.stuck_steps(actor=request.user, limit=8),
+    }
+    return render(request, "provision/home.html", context)
+
+
+@role_required(permissions.is_staff_member)
+def search(request):
+    """The one search box: jump straight to the customer when exactly one matches."""
+    query = request.GET.get("q", "").strip()
+    if not query:
+        return redirect("provision:customer_list")
+    customers, _ = selectors.customer_list(actor=request.user, filters={"q": query})
+    first_two = list(customers[:2])
+    if len(first_two) == 1:
+        return redirect(first_two[0])
+    return HttpResponseRedirect(f"{reverse('provision:customer_list')}?q={query}")
+
+
+@role_required(permissions.CustomerPolicy.can_view)
+def customer_list(request):
+    filters = request.GET.copy()
+    # Account managers start on their own book; "all=1" (or any filter) widens it.
+    book_default = permissions.is_account_manager_only(request.user) and not {
+        k for k in filters if k != "page"
+    }
+    if book_default:
+        filters["account_owner_id"] = str(request.user.pk)
+    customers, filterset = selectors.customer_list(actor=request.user, filters=filters)
+    page = _page(request, customers)
+    template = "provision/customer_list.html"
+    if request.htmx and request.htmx.target == "customer-results":
+        template = "provision/_customer_rows.html"
+    return render(
+        request,
+        template,
+        {
+            "filter": filterset,
+            "page_obj": page,
+            "book_default": book_default,
+            "querystring": _querystring_without_page(request),
+        },
+    )
+
+
+@role_required(permissions.CustomerPolicy.can_view)
+def customer_detail(request, pk: int):
+    customer = selectors.customer_get(actor=request.user, pk=pk)
+    from usage.selectors import customer_usage_overview
+
+    context = {
+        "customer": customer,
+        "subscriptions": list(customer.subscriptions.all()),
+        "contacts": list(customer.contacts.all()),
+        "timeline": selectors.customer_timeline(actor=request.user, customer=customer),
+        "notes": selectors.customer_notes(actor=request.user, customer=customer),
+        "note_form": NoteForm(),
+        "can_edit": permissions.CustomerPolicy.can_edit(request.user, customer),
+        **customer_usage_overview(customer=customer),
+    }
+    return render(request, "provision/customer_detail.html", context)
+
+
+@role_required(permissions.CustomerPolicy.can_edit)
+def customer_edit(request, pk: int):
+    customer = selectors.customer_get(actor=request.user, pk=pk)
+    form = CustomerEditForm(request.POST or None, customer=customer)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.customer_update(
+                actor=request.user,
+                customer=customer,
+                data=form.changes(),
+                reason=form.cleaned_data["reason"],
+                ticket_url=form.cleaned_data["ticket_url"],
+            )
+        except (ApplicationError, ValidationError) as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, f"Customer {customer.name} saved.")
+            return redirect(customer)
+    return render(request, "provision/customer_edit.html", {"customer": customer, "form": form})
+
+
+@role_required(permissions.CustomerPolicy.can_add_note)
+@require_POST
+def note_add(request, pk: int):
+    customer = selectors.customer_get(actor=request.user, pk=pk)
+    form = NoteForm(request.POST)
+    if form.is_valid():
+        try:
+            services.note_add(actor=request.user, customer=customer, body=form.cleaned_data["body"])
+        except (ApplicationError, ValidationError) as error:
+            messages.error(request, getattr(error, "message", None) or "; ".join(error.messages))
+        else:
+            messages.success(request, "Note added.")
+    else:
+        messages.error(request, "A note cannot be empty.")
+    return redirect(f"{customer.get_absolute_url()}#notes")
+
+
+@role_required(permissions.SubscriptionPolicy.can_view)
+def subscription_detail(request, pk: int):
+    subscription = selectors.subscription_get(actor=request.user, pk=pk)
+    from usage.selectors import subscription_usage_series
+
+    context = {
+        "subscription": subscription,
+        "customer": subscription.customer,
+        "records": list(subscription.provisioning_records.all()),
+        "ledger": list(subscription.seat_ledger.all()[:20]),
+        "can_change_seats": permissions.SubscriptionPolicy.can_change_seats(request.user),
+        "usage": subscription_usage_series(subscription=subscription, days=120),
+    }
+    return render(request, "provision/subscription_detail.html", context)
+
+
+@role_required(permissions.SubscriptionPolicy.can_change_seats)
+def subscription_seats_change(request, pk: int):
+    subscription = selectors.subscription_get(actor=request.user, pk=pk)
+    form = SeatsChangeForm(request.POST or None, initial={"seats": subscription.seats})
+    peak = services.subscription_peak_usage(subscription)
+    if request.method == "POST" and form.is_valid():
+        old = subscription.seats
+        try:
+            services.subscription_seats_change(
+                actor=request.user,
+                subscription=subscription,
+                seats=form.cleaned_data["seats"],
+                reason=form.cleaned_data["reason"],
+                ticket_url=form.cleaned_data["ticket_url"],
+            )
+        except (ApplicationError, ValidationError) as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(
+                request,
+                f"Seats on {subscription.name} changed from {old} to {form.cleaned_data['seats']}.",
+            )
+            return redirect(subscription)
+    return render(
+        request,
+        "provision/subscription_seats_change.html",
+        {"subscription": subscription, "form": form, "peak_usage": peak},
+    )
+
+
+@role_required(permissions.SubscriptionPolicy.can_view)
+def provisioning_record_list(request):
+    records, filterset = selectors.provisioning_record_list(actor=request.user, filters=request.GET)
+    return render(
+        request,
+        "provision/provisioningrecord_list.html",
+        {
+            "filter": filterset,
+            "page_obj": _page(request, records),
+            "querystring": _querystring_without_page(request),
+        },
+    )
+
+
+@role_required(permissions.AuditPolicy.can_view)
+def audit_event_list(request):
+    events, filterset = selectors.audit_event_list(actor=request.user, filters=request.GET)
+    return render(
+        request,
+        "provision/auditevent_list.html",
+        {
+            "filter": filterset,
+            "page_obj": _page(request, events),
+            "querystring": _querystring_without_page(request),
+        },
+    )

@@ -1,0 +1,93 @@
+"""Personas and shared fixtures.
+
+The personas (after Healthchecks' Alice/Bob/Charlie) are the people the pages and endpoints
+are tested for: a support agent, a support lead, an account manager, an admin and an outsider
+(a logged-in user with no Provision role).
+"""
+
+import os
+
+import pytest
+from django.conf import settings
+
+from provision.choices import Role
+from tests.factories import ContactFactory, CustomerFactory, UserFactory, subscription_factory
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Benchmarks print figures and run only when asked for (``-m benchmark``)."""
+    if "benchmark" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="benchmark: run with `make bench` or `pytest -m benchmark`")
+    for item in items:
+        if "benchmark" in item.keywords:
+            item.add_marker(skip)
+
+
+def require_service(available: bool, reason: str):
+    """Skip locally when an outside service is absent; in CI a missing service is a failure."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason} (CI must provide it)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _no_login_lockout_between_tests(settings):
+    settings.AXES_ENABLED = False
+
+
+@pytest.fixture
+def support_agent(db):
+    return UserFactory(username="sam.support", roles=[Role.SUPPORT])
+
+
+@pytest.fixture
+def support_lead(db):
+    return UserFactory(username="lee.lead", roles=[Role.SUPPORT_LEAD])
+
+
+@pytest.fixture
+def account_manager(db):
+    return UserFactory(username="alex.am", roles=[Role.ACCOUNT_MANAGER])
+
+
+@pytest.fixture
+def admin_user(db):
+    return UserFactory(username="ada.admin", roles=[Role.ADMIN])
+
+
+@pytest.fixture
+def outsider(db):
+    return UserFactory(username="oscar.outsider", roles=[])
+
+
+@pytest.fixture
+def customer(db, account_manager):
+    customer = CustomerFactory(name="Acme Robotics", account_owner=account_manager)
+    ContactFactory(customer=customer, email="buyer@acme.test")
+    return customer
+
+
+@pytest.fixture
+def subscription(customer):
+    return subscription_factory(customer, seats=50)
+
+
+@pytest.fixture
+def client_for(client):
+    """``client_for(user)`` returns the test client logged in as that user."""
+
+    def login(user):
+        client.force_login(user)
+        return client
+
+    return login
+
+
+@pytest.fixture
+def database_vendor():
+    return settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]

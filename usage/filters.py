@@ -1,0 +1,1 @@
+"""filters for the usage app; filled by the issue that brings its behaviour."""

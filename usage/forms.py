@@ -1,0 +1,1 @@
+"""forms for the usage app; filled by the issue that brings its behaviour."""

@@ -1,0 +1,1 @@
+"""services for the usage app; filled by the issue that brings its behaviour."""

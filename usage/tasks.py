@@ -1,0 +1,1 @@
+"""tasks for the usage app; filled by the issue that brings its behaviour."""

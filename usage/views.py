@@ -1,0 +1,1 @@
+"""views for the usage app; filled by the issue that brings its behaviour."""
