@@ -316,7 +316,7 @@ class ProvisioningStepQuerySet(models.QuerySet):
 
 
 class ProvisioningStep(models.Model):
-    """One step of a provisioning record, with its state and last error. Stuck = pending past due."""
+    """One step of a provisioning record: state, time and last error. Stuck = pending past due."""
 
     record = models.ForeignKey(ProvisioningRecord, on_delete=models.CASCADE, related_name="steps")
     kind = models.CharField(max_length=30, choices=ProvisioningStepKind.choices)
