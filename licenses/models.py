@@ -17,6 +17,7 @@ from licenses.choices import (
     LicenseStatus,
     SigningKeySource,
 )
+from provision.choices import Plan
 
 
 class SigningKey(models.Model):
@@ -63,7 +64,7 @@ class License(models.Model):
     notify_admins_on = models.DateField(null=True, blank=True)
     notify_users_on = models.DateField(null=True, blank=True)
     block_changes_on = models.DateField(null=True, blank=True)
-    plan = models.CharField(max_length=20)
+    plan = models.CharField(max_length=20, choices=Plan.choices)
     user_count = models.PositiveIntegerField(help_text="restrictions.active_user_count")
     previous_user_count = models.PositiveIntegerField(null=True, blank=True)
     trueup_quantity = models.PositiveIntegerField(null=True, blank=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
@@ -162,3 +162,22 @@ def stuck_steps(*, actor, limit: int = 10) -> list[ProvisioningStep]:
         .select_related("record__subscription__customer")
         .order_by("due_at")[:limit]
     )
+
+
+def subscription_peak_usage(*, subscription: Subscription) -> int:
+    """The most users the subscription is known to have had this term (seat reports, namespaces)."""
+    from usage.models import Namespace, SeatReport
+
+    reported = (
+        SeatReport.objects.filter(
+            subscription=subscription, report_date__gte=subscription.term_start
+        ).aggregate(peak=Max("max_historical_users"))["peak"]
+        or 0
+    )
+    namespace_peak = (
+        Namespace.objects.filter(subscription=subscription).aggregate(peak=Max("max_seats_used"))[
+            "peak"
+        ]
+        or 0
+    )
+    return max(reported, namespace_peak)

@@ -13,10 +13,9 @@ from datetime import date
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Max
 from django.utils import timezone
 
-from provision import permissions
+from provision import permissions, selectors
 from provision.audit import audit_record, diff_fields, require_reason
 from provision.choices import (
     GITLAB_COM_STEPS,
@@ -405,25 +404,6 @@ def subscription_update(
     return subscription
 
 
-def subscription_peak_usage(subscription: Subscription) -> int:
-    """The most users the subscription is known to have had this term (seat reports, namespaces)."""
-    from usage.models import Namespace, SeatReport
-
-    reported = (
-        SeatReport.objects.filter(
-            subscription=subscription, report_date__gte=subscription.term_start
-        ).aggregate(peak=Max("max_historical_users"))["peak"]
-        or 0
-    )
-    namespace_peak = (
-        Namespace.objects.filter(subscription=subscription).aggregate(peak=Max("max_seats_used"))[
-            "peak"
-        ]
-        or 0
-    )
-    return max(reported, namespace_peak)
-
-
 @transaction.atomic
 def subscription_seats_change(
     *, actor, subscription: Subscription, seats: int, reason: str, ticket_url: str = ""
@@ -444,7 +424,7 @@ def subscription_seats_change(
     old_seats = subscription.seats
     if seats == old_seats:
         raise ApplicationError(f"{subscription.name} already has {seats} seats.", code="no_change")
-    peak = subscription_peak_usage(subscription)
+    peak = selectors.subscription_peak_usage(subscription=subscription)
     if seats < peak and actor is not None and not permissions.can_approve(actor):
         raise ApplicationError(
             f"{seats} seats is below the {peak} users already in use this term; that waives a "

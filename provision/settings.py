@@ -15,6 +15,8 @@ from provision.env import env_bool, env_choice, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PROVISION_VAR_DIR", str(BASE_DIR / "var")))
+# Local state for the embedded defaults (SQLite file, broker queue, dev signing key).
+VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 PROVISION_ENV = env_choice("PROVISION_ENV", "development", ("development", "production", "test"))
 IS_PRODUCTION = PROVISION_ENV == "production"
@@ -138,7 +140,11 @@ USE_TZ = True
 
 # --- Static files ---------------------------------------------------------------------------
 STATIC_URL = "static/"
-STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Outside production whitenoise serves straight from the apps' static folders (no collectstatic).
+WHITENOISE_USE_FINDERS = not IS_PRODUCTION
+WHITENOISE_AUTOREFRESH = not IS_PRODUCTION
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

@@ -166,7 +166,7 @@ def subscription_detail(request, pk: int):
 def subscription_seats_change(request, pk: int):
     subscription = selectors.subscription_get(actor=request.user, pk=pk)
     form = SeatsChangeForm(request.POST or None, initial={"seats": subscription.seats})
-    peak = services.subscription_peak_usage(subscription)
+    peak = selectors.subscription_peak_usage(subscription=subscription)
     if request.method == "POST" and form.is_valid():
         old = subscription.seats
         try:

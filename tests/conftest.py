@@ -67,7 +67,9 @@ def outsider(db):
 
 @pytest.fixture
 def customer(db, account_manager):
-    customer = CustomerFactory(name="Acme Robotics", account_owner=account_manager)
+    customer = CustomerFactory(
+        name="Acme Robotics", email_domains=["acme.test"], account_owner=account_manager
+    )
     ContactFactory(customer=customer, email="buyer@acme.test")
     return customer
 

@@ -59,7 +59,7 @@ class Migration(migrations.Migration):
                 ('notify_admins_on', models.DateField(blank=True, null=True)),
                 ('notify_users_on', models.DateField(blank=True, null=True)),
                 ('block_changes_on', models.DateField(blank=True, null=True)),
-                ('plan', models.CharField(max_length=20)),
+                ('plan', models.CharField(choices=[('premium', 'Premium'), ('ultimate', 'Ultimate'), ('premium_trial', 'Premium trial'), ('ultimate_trial', 'Ultimate trial')], max_length=20)),
                 ('user_count', models.PositiveIntegerField(help_text='restrictions.active_user_count')),
                 ('previous_user_count', models.PositiveIntegerField(blank=True, null=True)),
                 ('trueup_quantity', models.PositiveIntegerField(blank=True, null=True)),
