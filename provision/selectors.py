@@ -33,6 +33,11 @@ def _require(allowed: bool) -> None:
         raise PermissionDenied
 
 
+def require_staff(actor) -> None:
+    """Any Provision role may read; used by every app's list selectors."""
+    _require(permissions.is_staff_member(actor))
+
+
 def customer_list(
     *, actor, filters: dict | None = None
 ) -> tuple[QuerySet[Customer], CustomerFilterSet]:

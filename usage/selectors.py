@@ -8,6 +8,8 @@ from django.db.models import Max
 from django.utils import timezone
 
 from provision.models import Customer, Subscription
+from provision.selectors import require_staff
+from usage.filters import InstanceFilterSet, NamespaceFilterSet, SeatReportFilterSet
 from usage.models import Instance, Namespace, SeatReport
 
 
@@ -71,3 +73,26 @@ def subscription_usage_series(*, subscription: Subscription, days: int = 120) ->
         "max": [per_day[d][1] for d in dates],
         "seats": subscription.seats,
     }
+
+
+def instance_list(*, actor, filters: dict | None = None):
+    require_staff(actor)
+    queryset = Instance.objects.select_related("customer", "subscription").order_by(
+        "hostname", "pk"
+    )
+    filterset = InstanceFilterSet(filters or {}, queryset=queryset)
+    return filterset.qs, filterset
+
+
+def namespace_list(*, actor, filters: dict | None = None):
+    require_staff(actor)
+    queryset = Namespace.objects.select_related("subscription").order_by("full_path")
+    filterset = NamespaceFilterSet(filters or {}, queryset=queryset)
+    return filterset.qs, filterset
+
+
+def seat_report_list(*, actor, filters: dict | None = None):
+    require_staff(actor)
+    queryset = SeatReport.objects.select_related("subscription").order_by("-report_date", "-pk")
+    filterset = SeatReportFilterSet(filters or {}, queryset=queryset)
+    return filterset.qs, filterset

@@ -1,8 +1,10 @@
-"""The one API router; each app registers its viewsets here."""
+"""The one API router; each app's viewsets are registered here."""
 
 from rest_framework.routers import DefaultRouter
 
+from crm_sync.api import views as crm_views
 from provision.api import views
+from usage.api import views as usage_views
 
 router = DefaultRouter()
 router.register("customers", views.CustomerViewSet, basename="customer")
@@ -11,3 +13,8 @@ router.register(
     "provisioning-records", views.ProvisioningRecordViewSet, basename="provisioningrecord"
 )
 router.register("audit-events", views.AuditEventViewSet, basename="auditevent")
+router.register("instances", usage_views.InstanceViewSet, basename="instance")
+router.register("namespaces", usage_views.NamespaceViewSet, basename="namespace")
+router.register("seat-reports", usage_views.SeatReportViewSet, basename="seatreport")
+router.register("crm/sync-runs", crm_views.SyncRunViewSet, basename="syncrun")
+router.register("crm/record-states", crm_views.CrmRecordStateViewSet, basename="crmrecordstate")
