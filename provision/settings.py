@@ -10,6 +10,7 @@ from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 from provision.env import env_bool, env_choice, env_int, env_list, env_str
 
@@ -23,7 +24,14 @@ IS_PRODUCTION = PROVISION_ENV == "production"
 
 # A fixed key is fine for a laptop; production refuses to start without a real one.
 _DEV_SECRET_KEY = "dev-insecure-6c1b0f0b7e0d4f7c9f0a-provision-local-only-key-do-not-deploy"  # noqa: S105
-SECRET_KEY = env_str("SECRET_KEY") if IS_PRODUCTION else env_str("SECRET_KEY", _DEV_SECRET_KEY)
+SECRET_KEY = env_str("SECRET_KEY", "" if IS_PRODUCTION else _DEV_SECRET_KEY)
+if not SECRET_KEY:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is required when PROVISION_ENV=production: set it to 50 or more random "
+        "characters, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    )
+# Previous keys, still accepted for sessions and signed values while a rotation settles in.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 DEBUG = env_bool("DEBUG", not IS_PRODUCTION and PROVISION_ENV != "test")
 ALLOWED_HOSTS = env_list(
     "ALLOWED_HOSTS", [] if IS_PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"]
@@ -172,7 +180,9 @@ SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", IS_PRODUCTION)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", IS_PRODUCTION)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if IS_PRODUCTION else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
-SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# The preload token alone submits nothing: only an apex domain can be put on the browsers' list,
+# so on a subdomain such as provision.example.com it is inert unless the apex opts in.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", IS_PRODUCTION)
 if env_bool("SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
@@ -194,6 +204,10 @@ CONTENT_SECURITY_POLICY = {
         "form-action": ["'self'"],
     }
 }
+
+# --- django-filter --------------------------------------------------------------------------
+# An unset filter means "any value"; django-filter's default "---------" reads as a missing value.
+FILTERS_EMPTY_CHOICE_LABEL = "Any"
 
 # --- REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -223,10 +237,15 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = VAR_DIR / "celery-broker"
+    # kombu does not create these folders, and its control folder (exchange bindings) would
+    # otherwise land in whatever directory the process was started from.
+    for _folder in ("queue", "processed", "control"):
+        (_queue_dir / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir / "queue"),
         "data_folder_out": str(_queue_dir / "queue"),
         "processed_folder": str(_queue_dir / "processed"),
+        "control_folder": str(_queue_dir / "control"),
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
@@ -257,6 +276,17 @@ CELERY_BEAT_SCHEDULE = {
 PROVISIONING_STEP_SLA_HOURS = env_int("PROVISIONING_STEP_SLA_HOURS", 24)
 # Demo data: logins printed by seed_demo. Never used outside development.
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "provision-demo")
+
+# The RSA private key licenses are signed with: PEM text, or a PEM file (the text wins when both
+# are set). Development defaults to a key made by `manage.py license_dev_key`; production has no
+# default, and issuing a license fails with a clear error until one is configured.
+LICENSE_PRIVATE_KEY = env_str("LICENSE_PRIVATE_KEY", "")
+LICENSE_PRIVATE_KEY_FILE = env_str(
+    "LICENSE_PRIVATE_KEY_FILE", "" if IS_PRODUCTION else str(VAR_DIR / "dev-license-key.pem")
+)
+# Activation codes are stored as HMAC-SHA256 under this key. Empty = derived from SECRET_KEY;
+# set it in production so that rotating SECRET_KEY does not invalidate every unused code.
+ACTIVATION_CODE_HMAC_KEY = env_str("ACTIVATION_CODE_HMAC_KEY", "")
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {
