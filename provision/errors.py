@@ -1,5 +1,6 @@
-from django.http import JsonResponse
+from django.http import HttpResponseServerError, JsonResponse
 from django.shortcuts import render
+from django.template import loader
 
 
 def _wants_json(request) -> bool:
@@ -23,4 +24,9 @@ def server_error(request):
         return JsonResponse(
             {"error": {"code": "server_error", "message": "Internal error."}}, status=500
         )
-    return render(request, "500.html", status=500)
+    # No request context: the context processors touch the session and role tables, and a 500
+    # page must still render when the database is what failed.
+    body = loader.get_template("500.html").render(
+        {"request_id": getattr(request, "request_id", "")}
+    )
+    return HttpResponseServerError(body)

@@ -4,8 +4,17 @@ import django_filters
 from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, Q
 
-from provision.choices import Deployment, OrderKind, Plan, SubscriptionStatus
+from provision.choices import Deployment, OrderKind, Plan, Role, SubscriptionStatus
 from provision.models import AuditEvent, Contact, Customer, ProvisioningRecord, Subscription
+
+
+def _account_managers(request):
+    """Only people who can own a book are offered; evaluated per request, not at import."""
+    return (
+        get_user_model()
+        .objects.filter(groups__name=Role.ACCOUNT_MANAGER)
+        .order_by("first_name", "last_name", "username")
+    )
 
 
 class CustomerFilterSet(django_filters.FilterSet):
@@ -15,10 +24,10 @@ class CustomerFilterSet(django_filters.FilterSet):
         help_text="Name, billing account, Salesforce id, e-mail, domain or subscription",
     )
     account_owner_id = django_filters.ModelChoiceFilter(
-        field_name="account_owner", queryset=get_user_model().objects.all(), label="Account owner"
+        field_name="account_owner", queryset=_account_managers, label="Account owner"
     )
     csm_id = django_filters.ModelChoiceFilter(
-        field_name="csm", queryset=get_user_model().objects.all(), label="CSM"
+        field_name="csm", queryset=_account_managers, label="CSM"
     )
     partner_id = django_filters.NumberFilter(field_name="partner_id", label="Partner")
     deployment = django_filters.ChoiceFilter(
@@ -93,7 +102,9 @@ class ProvisioningRecordFilterSet(django_filters.FilterSet):
     subscription_id = django_filters.NumberFilter(field_name="subscription_id")
     kind = django_filters.ChoiceFilter(choices=OrderKind.choices)
     stuck = django_filters.BooleanFilter(method="filter_stuck", label="Stuck")
-    open = django_filters.BooleanFilter(field_name="completed_at", lookup_expr="isnull")
+    open = django_filters.BooleanFilter(
+        field_name="completed_at", lookup_expr="isnull", label="Still open"
+    )
 
     class Meta:
         model = ProvisioningRecord

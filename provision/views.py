@@ -6,6 +6,7 @@ from django.core.paginator import Paginator
 from django.http import HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
 
 from provision import permissions, selectors, services
@@ -78,7 +79,7 @@ def customer_list(request):
     template = "provision/customer_list.html"
     if request.htmx and request.htmx.target == "customer-results":
         template = "provision/_customer_rows.html"
-    return render(
+    response = render(
         request,
         template,
         {
@@ -88,6 +89,9 @@ def customer_list(request):
             "querystring": _querystring_without_page(request),
         },
     )
+    # The same URL serves the whole page and the htmx fragment; caches must keep them apart.
+    patch_vary_headers(response, ["HX-Request"])
+    return response
 
 
 @role_required(permissions.CustomerPolicy.can_view)
@@ -95,15 +99,22 @@ def customer_detail(request, pk: int):
     customer = selectors.customer_get(actor=request.user, pk=pk)
     from usage.selectors import customer_usage_overview
 
+    usage = customer_usage_overview(customer=customer)
+    subscriptions = list(customer.subscriptions.all())
     context = {
         "customer": customer,
-        "subscriptions": list(customer.subscriptions.all()),
+        "subscriptions": subscriptions,
+        # Templates cannot index a dict by a variable key, so pair each row with its usage here.
+        "subscription_rows": [
+            (subscription, usage["usage_by_subscription"].get(subscription.id))
+            for subscription in subscriptions
+        ],
         "contacts": list(customer.contacts.all()),
         "timeline": selectors.customer_timeline(actor=request.user, customer=customer),
         "notes": selectors.customer_notes(actor=request.user, customer=customer),
         "note_form": NoteForm(),
         "can_edit": permissions.CustomerPolicy.can_edit(request.user, customer),
-        **customer_usage_overview(customer=customer),
+        **usage,
     }
     return render(request, "provision/customer_detail.html", context)
 
@@ -114,7 +125,7 @@ def customer_edit(request, pk: int):
     form = CustomerEditForm(request.POST or None, customer=customer)
     if request.method == "POST" and form.is_valid():
         try:
-            services.customer_update(
+            customer = services.customer_update(
                 actor=request.user,
                 customer=customer,
                 data=form.changes(),

@@ -14,7 +14,11 @@ from usage.models import Instance, Namespace, SeatReport
 
 
 def customer_usage_overview(*, customer: Customer) -> dict:
-    """Instances, namespaces and each subscription's latest reported usage, in three queries."""
+    """Instances, namespaces and each subscription's latest reported usage, in four queries.
+
+    A subscription may report from several instances (production, staging) or namespaces, so
+    the latest day's figures are summed over its sources, as the usage chart does.
+    """
     instances = list(
         Instance.objects.filter(customer=customer)
         .select_related("subscription")
@@ -23,29 +27,24 @@ def customer_usage_overview(*, customer: Customer) -> dict:
     namespaces = list(
         Namespace.objects.filter(subscription__customer=customer).select_related("subscription")
     )
-    latest = {}
-    rows = (
+    last_dates = dict(
         SeatReport.objects.filter(subscription__customer=customer)
         .values("subscription_id")
-        .annotate(last_date=Max("report_date"), peak=Max("max_historical_users"))
+        .annotate(last_date=Max("report_date"))
+        .values_list("subscription_id", "last_date")
     )
-    for row in rows:
-        latest[row["subscription_id"]] = row
-    last_reports = {
-        (r.subscription_id, r.report_date): r
-        for r in SeatReport.objects.filter(
-            subscription__customer=customer,
-            report_date__in={row["last_date"] for row in latest.values()},
-        )
+    usage_by_subscription = {
+        subscription_id: {"last_date": last_date, "billable_users": 0, "peak": 0}
+        for subscription_id, last_date in last_dates.items()
     }
-    usage_by_subscription = {}
-    for subscription_id, row in latest.items():
-        report = last_reports.get((subscription_id, row["last_date"]))
-        usage_by_subscription[subscription_id] = {
-            "last_date": row["last_date"],
-            "billable_users": report.billable_users if report else None,
-            "peak": row["peak"],
-        }
+    latest_reports = SeatReport.objects.filter(
+        subscription__customer=customer, report_date__in=set(last_dates.values())
+    ).values_list("subscription_id", "report_date", "billable_users", "max_historical_users")
+    for subscription_id, report_date, billable, peak in latest_reports:
+        row = usage_by_subscription[subscription_id]
+        if report_date == row["last_date"]:
+            row["billable_users"] += billable
+            row["peak"] += peak
     stale_before = timezone.now() - timedelta(hours=36)
     return {
         "instances": instances,
