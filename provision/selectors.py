@@ -83,7 +83,11 @@ def customer_notes(*, actor, customer: Customer) -> list[Note]:
 
 def subscription_list(*, actor, filters: dict | None = None):
     _require(permissions.SubscriptionPolicy.can_view(actor))
-    queryset = Subscription.objects.select_related("customer", "partner").order_by("name")
+    queryset = (
+        Subscription.objects.select_related("customer", "partner")
+        .prefetch_related("add_ons")
+        .order_by("name")
+    )
     filterset = SubscriptionFilterSet(filters or {}, queryset=queryset)
     return filterset.qs, filterset
 

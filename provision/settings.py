@@ -233,7 +233,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- Celery ---------------------------------------------------------------------------------
 # The default broker is kombu's filesystem transport: no server to install for `make demo`.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+# (The host part means nothing to this transport; naming one stops kombu warning about it.)
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost//")
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = VAR_DIR / "celery-broker"

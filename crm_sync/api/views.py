@@ -1,21 +1,18 @@
-from rest_framework import viewsets
-
 from crm_sync import selectors
 from crm_sync.api.serializers import CrmRecordStateSerializer, SyncRunSerializer
 from crm_sync.filters import CrmRecordStateFilterSet, SyncRunFilterSet
+from provision.api.base import SelectorReadOnlyViewSet
 
 
-class SyncRunViewSet(viewsets.ReadOnlyModelViewSet):
+class SyncRunViewSet(SelectorReadOnlyViewSet):
     serializer_class = SyncRunSerializer
     filterset_class = SyncRunFilterSet
 
-    def get_queryset(self):
-        return selectors.sync_run_list(actor=self.request.user)[0]
+    list_selector = staticmethod(selectors.sync_run_list)
 
 
-class CrmRecordStateViewSet(viewsets.ReadOnlyModelViewSet):
+class CrmRecordStateViewSet(SelectorReadOnlyViewSet):
     serializer_class = CrmRecordStateSerializer
     filterset_class = CrmRecordStateFilterSet
 
-    def get_queryset(self):
-        return selectors.crm_record_state_list(actor=self.request.user)[0]
+    list_selector = staticmethod(selectors.crm_record_state_list)

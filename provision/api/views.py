@@ -1,9 +1,9 @@
 from drf_spectacular.utils import extend_schema
-from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from provision import permissions, selectors, services
+from provision.api.base import SelectorReadOnlyViewSet
 from provision.api.serializers import (
     AuditEventSerializer,
     CustomerSerializer,
@@ -20,21 +20,18 @@ from provision.filters import (
 )
 
 
-class CustomerViewSet(viewsets.ReadOnlyModelViewSet):
+class CustomerViewSet(SelectorReadOnlyViewSet):
     serializer_class = CustomerSerializer
     filterset_class = CustomerFilterSet
 
-    def get_queryset(self):
-        return selectors.customer_list(actor=self.request.user)[0]
+    list_selector = staticmethod(selectors.customer_list)
 
 
-class SubscriptionViewSet(viewsets.ReadOnlyModelViewSet):
+class SubscriptionViewSet(SelectorReadOnlyViewSet):
     serializer_class = SubscriptionSerializer
     filterset_class = SubscriptionFilterSet
 
-    def get_queryset(self):
-        queryset, _ = selectors.subscription_list(actor=self.request.user)
-        return queryset.prefetch_related("add_ons")
+    list_selector = staticmethod(selectors.subscription_list)
 
     @extend_schema(request=SeatsChangeInputSerializer, responses=SubscriptionSerializer)
     @action(detail=True, methods=["post"])
@@ -51,19 +48,17 @@ class SubscriptionViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(SubscriptionSerializer(subscription).data)
 
 
-class ProvisioningRecordViewSet(viewsets.ReadOnlyModelViewSet):
+class ProvisioningRecordViewSet(SelectorReadOnlyViewSet):
     serializer_class = ProvisioningRecordSerializer
     filterset_class = ProvisioningRecordFilterSet
 
-    def get_queryset(self):
-        return selectors.provisioning_record_list(actor=self.request.user)[0]
+    list_selector = staticmethod(selectors.provisioning_record_list)
 
 
-class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
+class AuditEventViewSet(SelectorReadOnlyViewSet):
     """The audit trail, read-only: there is no way to change or delete an event."""
 
     serializer_class = AuditEventSerializer
     filterset_class = AuditEventFilterSet
 
-    def get_queryset(self):
-        return selectors.audit_event_list(actor=self.request.user)[0]
+    list_selector = staticmethod(selectors.audit_event_list)

@@ -1,29 +1,25 @@
-from rest_framework import viewsets
-
+from provision.api.base import SelectorReadOnlyViewSet
 from usage import selectors
 from usage.api.serializers import InstanceSerializer, NamespaceSerializer, SeatReportSerializer
 from usage.filters import InstanceFilterSet, NamespaceFilterSet, SeatReportFilterSet
 
 
-class InstanceViewSet(viewsets.ReadOnlyModelViewSet):
+class InstanceViewSet(SelectorReadOnlyViewSet):
     serializer_class = InstanceSerializer
     filterset_class = InstanceFilterSet
 
-    def get_queryset(self):
-        return selectors.instance_list(actor=self.request.user)[0]
+    list_selector = staticmethod(selectors.instance_list)
 
 
-class NamespaceViewSet(viewsets.ReadOnlyModelViewSet):
+class NamespaceViewSet(SelectorReadOnlyViewSet):
     serializer_class = NamespaceSerializer
     filterset_class = NamespaceFilterSet
 
-    def get_queryset(self):
-        return selectors.namespace_list(actor=self.request.user)[0]
+    list_selector = staticmethod(selectors.namespace_list)
 
 
-class SeatReportViewSet(viewsets.ReadOnlyModelViewSet):
+class SeatReportViewSet(SelectorReadOnlyViewSet):
     serializer_class = SeatReportSerializer
     filterset_class = SeatReportFilterSet
 
-    def get_queryset(self):
-        return selectors.seat_report_list(actor=self.request.user)[0]
+    list_selector = staticmethod(selectors.seat_report_list)
