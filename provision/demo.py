@@ -1005,9 +1005,9 @@ class DemoBuilder:
     # -- True-ups: seat changes with re-issued licenses --------------------------------------------
 
     def true_ups(self) -> None:
-        """Some customers over their seats bought more: change seats, then re-issue the
-        license, which supersedes the previous one. GitLab.com subscriptions only change seats."""
-        from licenses.services import license_issue
+        """Some customers over their seats bought more: the seat change re-issues the license,
+        which supersedes the previous one. GitLab.com subscriptions only change seats."""
+        from licenses.selectors import license_current
 
         candidates = [
             lineage
@@ -1024,25 +1024,16 @@ class DemoBuilder:
             subscription = Subscription.objects.get(pk=lineage.current.subscription.pk)
             peak = selectors.subscription_peak_usage(subscription=subscription)
             new_seats = max(subscription.seats + 5, math.ceil(peak * 1.1 / 5) * 5)
-            ticket = self.ticket()
             subscription = services.subscription_seats_change(
                 actor=self.lead,
                 subscription=subscription,
                 seats=new_seats,
                 reason="True-up: customer bought the seats in use plus headroom",
-                ticket_url=ticket,
+                ticket_url=self.ticket(),
             )
             lineage.current.seats = new_seats
             if subscription.is_self_managed:
-                self.licenses.append(
-                    license_issue(
-                        actor=self.support,
-                        subscription=subscription,
-                        reason="Re-issue after seat change",
-                        ticket_url=ticket,
-                        today=self.today,
-                    )
-                )
+                self.licenses.extend(license_current(subscription))
 
     # -- Rollups ---------------------------------------------------------------------------------
 

@@ -448,7 +448,116 @@ def subscription_seats_change(
     SeatLedgerEntry.objects.create(
         subscription=subscription, seats=seats, previous_seats=old_seats, audit_event=event
     )
+    _reissue_current_licenses(
+        actor=actor,
+        subscription=subscription,
+        reason=f"Seats changed from {old_seats} to {seats}: {reason}",
+        ticket_url=ticket_url,
+    )
     return subscription
+
+
+def _reissue_current_licenses(*, actor, subscription: Subscription, reason: str, ticket_url: str):
+    """A license states seats and add-ons, so a change to either needs a new key.
+
+    Each current license is re-issued with the same kind; ``license_issue`` supersedes the old
+    one in this same transaction. Instances with online cloud licensing pick the new key up at
+    their next Seat Link; offline and legacy customers need the new file delivered.
+    """
+    from licenses.selectors import license_current
+    from licenses.services import license_issue
+
+    today = timezone.localdate()
+    # A next-year license of a multi-year subscription (starting later) is left alone: it is
+    # issued from the seats of its own year.
+    kinds = {
+        current.kind for current in license_current(subscription) if current.starts_on <= today
+    }
+    for kind in sorted(kinds):
+        license_issue(
+            actor=actor, subscription=subscription, kind=kind, reason=reason, ticket_url=ticket_url
+        )
+
+
+@transaction.atomic
+def subscription_add_on_set(
+    *,
+    actor,
+    subscription: Subscription,
+    kind: str,
+    quantity: int,
+    reason: str,
+    ticket_url: str = "",
+    today: date | None = None,
+) -> SubscriptionAddOn:
+    """Set the quantity of an add-on for the rest of the term (0 ends it today).
+
+    The current add-on period is closed today and a new one opens, so the history of
+    quantities is kept (append, never overwrite); current licenses are re-issued.
+    """
+    _require_fix_permission(actor)
+    reason = require_reason(reason)
+    if kind not in AddOnKind.values:
+        raise ValidationError({"kind": f"Choose one of {', '.join(AddOnKind.values)}."})
+    if quantity < 0:
+        raise ValidationError({"quantity": "The quantity cannot be negative."})
+    today = today or timezone.localdate()
+    subscription = (
+        Subscription.objects.select_for_update().select_related("customer").get(pk=subscription.pk)
+    )
+    if subscription.status in (SubscriptionStatus.EXPIRED, SubscriptionStatus.CANCELLED):
+        raise ApplicationError(
+            f"{subscription.name} is {subscription.get_status_display().lower()}; "
+            "add-ons can only change on a pending or active subscription.",
+            code="subscription_closed",
+        )
+    start = max(today, subscription.term_start)
+    current = (
+        subscription.add_ons.filter(kind=kind, starts_on__lte=start, ends_on__gt=start)
+        .order_by("-starts_on")
+        .first()
+    )
+    old_quantity = current.quantity if current else 0
+    if quantity == old_quantity:
+        raise ApplicationError(
+            f"{subscription.name} already has {quantity} × {AddOnKind(kind).label}.",
+            code="no_change",
+        )
+    if current is not None:
+        if current.starts_on == start:
+            current.delete()
+        else:
+            current.ends_on = start
+            current.full_clean()
+            current.save(update_fields=["ends_on", "updated_at"])
+    add_on = None
+    if quantity > 0:
+        add_on = SubscriptionAddOn(
+            subscription=subscription,
+            kind=kind,
+            quantity=quantity,
+            starts_on=start,
+            ends_on=subscription.term_end,
+        )
+        add_on.full_clean()
+        add_on.save()
+    audit_record(
+        actor=actor,
+        action="provision.subscription_add_on_changed",
+        target=subscription,
+        customer=subscription.customer,
+        changes={kind: [old_quantity, quantity]},
+        reason=reason,
+        ticket_url=ticket_url,
+        metadata={"effective": start.isoformat()},
+    )
+    _reissue_current_licenses(
+        actor=actor,
+        subscription=subscription,
+        reason=f"{AddOnKind(kind).label} changed from {old_quantity} to {quantity}: {reason}",
+        ticket_url=ticket_url,
+    )
+    return add_on
 
 
 def subscriptions_expire(*, today: date | None = None) -> dict[str, int]:

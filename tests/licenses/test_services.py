@@ -105,12 +105,14 @@ def test_first_issue_registers_the_signing_key_once(support_agent, subscription,
     assert License.objects.filter(signing_key=key).count() == 2
 
 
-def test_issue_after_a_seat_change_supersedes_the_current_license(support_agent, subscription):
+def test_a_seat_change_issues_a_license_that_supersedes_the_current_one(
+    support_agent, subscription
+):
     first = issue(support_agent, subscription)
     provision_services.subscription_seats_change(
         actor=support_agent, subscription=subscription, seats=75, reason="Bought 25 seats"
     )
-    second = issue(support_agent, subscription, reason="Seats changed")
+    second = selectors.license_current(subscription).get()
 
     first.refresh_from_db()
     assert first.status == LicenseStatus.SUPERSEDED
@@ -123,6 +125,7 @@ def test_issue_after_a_seat_change_supersedes_the_current_license(support_agent,
     assert issued.changes["user_count"] == [50, 75]
     assert "plan" not in issued.changes  # only what changed
     assert issued.metadata["supersedes"] == first.pk
+    assert issued.reason == "Seats changed from 50 to 75: Bought 25 seats"
     (superseded,) = events("licenses.license_superseded")
     assert superseded.target_id == str(first.pk)
     assert superseded.changes == {"status": ["issued", "superseded"]}
@@ -538,3 +541,54 @@ def test_concurrent_issues_for_one_subscription_supersede_in_a_chain(support_age
         chain.append(licenses[chain[-1].supersedes_id])
     assert [lic.pk for lic in chain][-1] == first.pk and len(chain) == 3
     assert len(events("licenses.license_superseded")) == 2
+
+
+def test_an_add_on_change_issues_a_new_license_with_the_add_on(support_agent, subscription):
+    first = issue(support_agent, subscription)
+    provision_services.subscription_add_on_set(
+        actor=support_agent,
+        subscription=subscription,
+        kind="duo_pro",
+        quantity=20,
+        reason="Duo Pro order",
+    )
+    second = selectors.license_current(subscription).get()
+    first.refresh_from_db()
+    assert first.status == LicenseStatus.SUPERSEDED and second.supersedes == first
+    assert second.add_ons != first.add_ons
+    (duo_pro,) = decode(second).attributes["restrictions"]["add_on_products"]["code_suggestions"]
+    assert duo_pro["quantity"] == 20
+    assert "add_on_products" not in decode(first).attributes["restrictions"]
+    change = events("provision.subscription_add_on_changed")[-1]
+    assert change.changes == {"duo_pro": [0, 20]}
+
+
+def test_an_add_on_set_to_zero_ends_it_and_keeps_history(support_agent, subscription):
+    import datetime as dt
+
+    today = subscription.term_start + dt.timedelta(days=10)
+    provision_services.subscription_add_on_set(
+        actor=support_agent,
+        subscription=subscription,
+        kind="duo_pro",
+        quantity=20,
+        reason="order",
+        today=subscription.term_start,
+    )
+    provision_services.subscription_add_on_set(
+        actor=support_agent,
+        subscription=subscription,
+        kind="duo_pro",
+        quantity=0,
+        reason="cancelled",
+        today=today,
+    )
+    (only,) = subscription.add_ons.all()
+    assert (only.quantity, only.starts_on, only.ends_on) == (20, subscription.term_start, today)
+
+
+def test_seat_change_without_a_license_issues_none(support_agent, subscription):
+    provision_services.subscription_seats_change(
+        actor=support_agent, subscription=subscription, seats=60, reason="More seats"
+    )
+    assert not selectors.license_current(subscription).exists()
