@@ -10,6 +10,7 @@ class LicenseAdmin(ReadOnlyAdmin):
     list_filter = ["kind", "status"]
     search_fields = ["subscription__name", "key_sha256", "licensee_email"]
     exclude = ["key"]
+    list_select_related = ["subscription"]
 
 
 for model in (ActivationCode, Activation, LicenseDelivery, SigningKey):

@@ -108,7 +108,9 @@ class License(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.get_kind_display()} for {self.subscription_id} ({self.get_status_display()})"
+        return (
+            f"{self.get_kind_display()} for {self.subscription.name} ({self.get_status_display()})"
+        )
 
     def get_absolute_url(self):
         return reverse("licenses:license_detail", args=[self.pk])

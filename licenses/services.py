@@ -8,8 +8,13 @@ carry the key's SHA-256 and an activation code's last four characters, nothing m
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import re
 import secrets
 import string
+import unicodedata
+import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -21,17 +26,22 @@ from licenses import keyformat
 from licenses.choices import (
     CURRENT_LICENSE_STATUSES,
     ActivationCodeStatus,
+    ActivationStatus,
+    DeliveryMethod,
+    DeliveryStatus,
     LicenseKind,
     LicenseStatus,
 )
-from licenses.models import ActivationCode, License, SigningKey
+from licenses.models import Activation, ActivationCode, License, LicenseDelivery, SigningKey
 from licenses.selectors import subscription_peak_users
 from licenses.signing import activation_code_hash
 from provision import permissions
 from provision.audit import audit_record, require_reason
 from provision.choices import (
+    ActorKind,
     AddOnKind,
     ContactRole,
+    LicensingMethod,
     Plan,
     ProvisioningStepKind,
     StepState,
@@ -39,6 +49,7 @@ from provision.choices import (
 )
 from provision.exceptions import ApplicationError
 from provision.models import ProvisioningStep, Subscription
+from usage.models import Instance
 
 ACTIVATION_CODE_ALPHABET = string.ascii_letters + string.digits
 ACTIVATION_CODE_LENGTH = 24
@@ -557,3 +568,722 @@ def activation_code_generate(
         metadata={"replaced": [old.pk for old in replaced]},
     )
     return activation_code, code
+
+
+# --- Deliveries ---------------------------------------------------------------------------------
+#
+# A delivery row is written with the action that asks for it; the e-mail goes out only after
+# that transaction commits (transaction.on_commit), so a rolled-back action never mails, and
+# the outcome (sent with its Message-ID, or failed with the reason) is recorded on the row by
+# the system. A license file is sent by a Celery task that loads the key from the database.
+# An activation code is sent in the same process, straight after commit: its plaintext exists
+# only in memory, and passing it through the broker would store it in the queue.
+
+FILE_KINDS = (LicenseKind.OFFLINE_CLOUD, LicenseKind.LEGACY)
+
+
+def _require_file_license(license: License, verb: str) -> None:
+    if license.kind not in FILE_KINDS:
+        raise ApplicationError(
+            f"License {license.pk} is an online cloud license: GitLab refuses it as an uploaded "
+            f"file, and the instance receives it by activation. {verb} the activation code "
+            "instead.",
+            code="online_cloud_license",
+        )
+    if license.status not in CURRENT_LICENSE_STATUSES:
+        raise ApplicationError(
+            f"License {license.pk} is {license.get_status_display().lower()}; only a current "
+            "license is handed out.",
+            code="license_not_current",
+        )
+
+
+@transaction.atomic
+def license_download_record(
+    *, actor, license: License, reason: str = "", ticket_url: str = ""
+) -> LicenseDelivery:
+    """Record that staff downloaded a license file (to attach to a ticket, or to hand over).
+
+    The reason is optional here: a download changes no customer state, and the delivery row
+    already says who took the file and when.
+    """
+    _require_fix_permission(actor)
+    license = License.objects.select_related("subscription__customer").get(pk=license.pk)
+    _require_file_license(license, "Resend")
+    now = timezone.now()
+    delivery = LicenseDelivery(
+        license=license,
+        method=DeliveryMethod.DOWNLOAD,
+        status=DeliveryStatus.DOWNLOADED,
+        created_by=actor,
+        downloaded_at=now,
+        created_at=now,
+    )
+    delivery.full_clean()
+    delivery.save()
+    audit_record(
+        actor=actor,
+        action="licenses.license_downloaded",
+        target=license,
+        customer=license.subscription.customer,
+        reason=(reason or "").strip() or "License file downloaded",
+        ticket_url=ticket_url,
+        metadata={"delivery_id": delivery.pk, "key_sha256": license.key_sha256},
+    )
+    return delivery
+
+
+def _queue_delivery(
+    *,
+    actor,
+    target,
+    customer,
+    reason: str,
+    ticket_url: str,
+    **fields,
+) -> LicenseDelivery:
+    delivery = LicenseDelivery(status=DeliveryStatus.QUEUED, created_by=actor, **fields)
+    delivery.full_clean()
+    delivery.save()
+    audit_record(
+        actor=actor,
+        action="licenses.delivery_queued",
+        target=target,
+        customer=customer,
+        changes={
+            "delivery": [None, f"{delivery.get_method_display()} to {delivery.recipient_email}"]
+        },
+        reason=reason,
+        ticket_url=ticket_url,
+        metadata={
+            "delivery_id": delivery.pk,
+            "method": delivery.method,
+            "recipient": delivery.recipient_email,
+        },
+    )
+    return delivery
+
+
+@transaction.atomic
+def license_send(*, actor, license: License, reason: str, ticket_url: str = "") -> LicenseDelivery:
+    """E-mail a license file to the address in the license (the sold-to contact it was issued
+    to), as support-workflows §1.1 says: a file goes to the e-mail in the license."""
+    from licenses import tasks
+    from provision.context import get_context
+
+    _require_fix_permission(actor)
+    reason = require_reason(reason)
+    license = License.objects.select_related("subscription__customer").get(pk=license.pk)
+    _require_file_license(license, "Send")
+    customer = license.subscription.customer
+    contact = customer.contacts.filter(
+        role=ContactRole.SOLD_TO, email=license.licensee_email.lower()
+    ).first()
+    delivery = _queue_delivery(
+        actor=actor,
+        target=license,
+        customer=customer,
+        reason=reason,
+        ticket_url=ticket_url,
+        license=license,
+        method=DeliveryMethod.EMAIL,
+        recipient_email=license.licensee_email,
+        recipient_contact=contact,
+    )
+    delivery_id, request_id = delivery.pk, get_context().request_id
+    transaction.on_commit(
+        lambda: tasks.license_delivery_send.delay(delivery_id=delivery_id, request_id=request_id),
+        robust=True,
+    )
+    return delivery
+
+
+@transaction.atomic
+def activation_code_send(
+    *, actor, subscription: Subscription, reason: str, ticket_url: str = ""
+) -> tuple[ActivationCode, str, LicenseDelivery]:
+    """Generate a new activation code (the old one stops working) and e-mail it to the sold-to
+    contact, or to the partner of a partner-channel subscription.
+
+    Returns the code row, its plaintext (to show once; never stored) and the delivery row,
+    which records the outcome once the e-mail has gone out after commit.
+    """
+    from licenses.selectors import delivery_recipient
+
+    _require_fix_permission(actor)
+    reason = require_reason(reason)
+    subscription = Subscription.objects.select_related("customer", "partner").get(
+        pk=subscription.pk
+    )
+    method, email, recipient = delivery_recipient(subscription)
+    if not email:
+        raise ApplicationError(
+            f"{subscription.customer.name} has no sold-to contact to send the code to: add the "
+            "contact, then send the code.",
+            code="no_sold_to_contact",
+        )
+    activation_code, code = activation_code_generate(
+        actor=actor, subscription=subscription, reason=reason, ticket_url=ticket_url
+    )
+    is_partner = method == DeliveryMethod.PARTNER
+    delivery = _queue_delivery(
+        actor=actor,
+        target=activation_code,
+        customer=subscription.customer,
+        reason=reason,
+        ticket_url=ticket_url,
+        activation_code=activation_code,
+        method=method,
+        recipient_email=email,
+        partner=recipient if is_partner else None,
+        recipient_contact=None if is_partner else recipient,
+    )
+    delivery_id = delivery.pk
+    transaction.on_commit(
+        lambda: license_delivery_attempt(delivery_id=delivery_id, code=code), robust=True
+    )
+    return activation_code, code, delivery
+
+
+def license_delivery_attempt(
+    *, delivery_id: int, code: str | None = None, final: bool = True
+) -> LicenseDelivery:
+    """Send one queued delivery and record the outcome (system action).
+
+    Runs outside any transaction: talking to the mail server is slow I/O that must not hold
+    row locks. Idempotent: a delivery that is no longer queued is left alone. With
+    ``final=False`` a transient failure raises ``mail.DeliveryError`` for the caller to retry.
+    """
+    from licenses import mail
+
+    delivery = LicenseDelivery.objects.select_related(
+        "license__subscription__customer",
+        "activation_code__subscription__customer",
+        "partner",
+        "recipient_contact",
+    ).get(pk=delivery_id)
+    if delivery.status != DeliveryStatus.QUEUED:
+        return delivery
+    if delivery.activation_code_id and not code:
+        # The plaintext lived only in the process that generated it.
+        return license_delivery_mark_failed(
+            delivery_id=delivery_id,
+            error="The activation code is no longer available to send: generate a new one.",
+        )
+    try:
+        message_id = mail.send_delivery(delivery, code=code)
+    except mail.DeliveryError as exc:
+        if exc.transient and not final:
+            raise
+        return license_delivery_mark_failed(delivery_id=delivery_id, error=exc.message)
+    return license_delivery_mark_sent(delivery_id=delivery_id, message_id=message_id)
+
+
+def _delivery_target(delivery: LicenseDelivery):
+    if delivery.license_id:
+        return delivery.license, delivery.license.subscription
+    return delivery.activation_code, delivery.activation_code.subscription
+
+
+def _locked_delivery(delivery_id: int) -> LicenseDelivery:
+    return (
+        LicenseDelivery.objects.select_for_update(of=("self",))
+        .select_related(
+            "license__subscription__customer", "activation_code__subscription__customer"
+        )
+        .get(pk=delivery_id)
+    )
+
+
+@transaction.atomic
+def license_delivery_mark_sent(*, delivery_id: int, message_id: str) -> LicenseDelivery:
+    """Queued → sent, with the Message-ID as proof; closes the order's "delivered" step."""
+    delivery = _locked_delivery(delivery_id)
+    if delivery.status != DeliveryStatus.QUEUED:
+        return delivery
+    delivery.status = DeliveryStatus.SENT
+    delivery.message_id = message_id[:255]
+    delivery.sent_at = timezone.now()
+    delivery.error = ""
+    delivery.save(update_fields=["status", "message_id", "sent_at", "error"])
+    target, subscription = _delivery_target(delivery)
+    audit_record(
+        actor=None,
+        action="licenses.delivery_sent",
+        target=target,
+        customer=subscription.customer,
+        changes={"status": [DeliveryStatus.QUEUED, DeliveryStatus.SENT]},
+        reason=f"E-mailed to {delivery.recipient_email}",
+        metadata={"delivery_id": delivery.pk, "message_id": delivery.message_id},
+    )
+    from provision.services import provisioning_step_set_state
+
+    open_steps = ProvisioningStep.objects.filter(
+        record__subscription=subscription, kind=ProvisioningStepKind.DELIVERED
+    ).exclude(state__in=[StepState.DONE, StepState.SKIPPED])
+    what = "License file" if delivery.license_id else "Activation code"
+    for step in open_steps:
+        provisioning_step_set_state(
+            actor=None,
+            step=step,
+            state=StepState.DONE,
+            reason=f"{what} e-mailed to {delivery.recipient_email}",
+        )
+    return delivery
+
+
+@transaction.atomic
+def license_delivery_mark_failed(*, delivery_id: int, error: str) -> LicenseDelivery:
+    """Queued → failed, keeping the reason for the support person who resends."""
+    delivery = _locked_delivery(delivery_id)
+    if delivery.status != DeliveryStatus.QUEUED:
+        return delivery
+    delivery.status = DeliveryStatus.FAILED
+    delivery.error = error
+    delivery.save(update_fields=["status", "error"])
+    target, subscription = _delivery_target(delivery)
+    audit_record(
+        actor=None,
+        action="licenses.delivery_failed",
+        target=target,
+        customer=subscription.customer,
+        changes={"status": [DeliveryStatus.QUEUED, DeliveryStatus.FAILED]},
+        reason=f"E-mail to {delivery.recipient_email} failed: {error}"[:2000],
+        metadata={"delivery_id": delivery.pk},
+    )
+    return delivery
+
+
+# --- Cloud activation (GitLab's cloudActivationActivate) ----------------------------------------
+
+logger = logging.getLogger(__name__)
+
+# The strings GitLab's admin UI recognises (wire protocol §2.3): it matches "invalid activation
+# code" as a substring and the other two exactly, and shows a specific alert for each ("The
+# activation code is not valid", "Your subscription cannot be located", "Your subscription is
+# expired"). Anything else gets its generic alert.
+ACTIVATION_ERROR_INVALID_CODE = "invalid activation code"
+ACTIVATION_ERROR_NO_CLOUD_SUBSCRIPTION = "without cloud compatible subscription"
+ACTIVATION_ERROR_EXPIRED = "This license has already expired."
+# Not recognised by the UI, but readable where an admin or support looks: the instance's log,
+# the GraphQL explorer workaround, the HAR file.
+ACTIVATION_ERROR_CODE_IN_USE = "This activation code has already been used by another instance"
+ACTIVATION_ERROR_INSTANCE_IDENTIFIER = (
+    "invalid instance identifier: expected the instance's UUID (application_settings.uuid)"
+)
+ACTIVATION_ERROR_LICENSE_UNAVAILABLE = (
+    "The license for this subscription could not be prepared. Please contact support."
+)
+_ACTIVATION_CODE_SHAPE = re.compile(rf"[A-Za-z0-9]{{{ACTIVATION_CODE_LENGTH}}}")
+_UNIQUE_INSTANCE_ID_MAX = 64  # usage.Instance.unique_instance_id
+
+
+@dataclass(frozen=True)
+class ActivationResult:
+    """What an activation hands back to the instance, and what it bound."""
+
+    license: License
+    activation: Activation
+    instance: Instance
+    # camelCase, exactly as cloudActivationActivate returns them (wire protocol §2.3).
+    future_subscriptions: list[dict]
+    new_subscription: bool
+    # False for a repeat from the instance the code is already bound to (nothing new bound).
+    bound: bool
+
+    @property
+    def license_key(self) -> str:
+        return self.license.key
+
+
+def _instance_text(value, max_length: int) -> str:
+    """Text an instance reports about itself, safe to store and show: control characters and
+    lone surrogates dropped (PostgreSQL refuses NUL, and neither encodes), cut to the column."""
+    text = "".join(
+        ch for ch in str(value or "") if unicodedata.category(ch) not in ("Cc", "Cs")
+    ).strip()
+    return text[:max_length]
+
+
+def _ip_or_none(value) -> str | None:
+    try:
+        return str(ipaddress.ip_address(str(value).strip())) if value else None
+    except ValueError:
+        return None
+
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(part.title() for part in rest)
+
+
+def _check_cloud_subscription(subscription: Subscription, today: date) -> None:
+    """Only a self-managed subscription with online cloud licensing activates. A GitLab.com,
+    offline or legacy subscription, or a cancelled one, is "without cloud compatible
+    subscription" (the admin sees "Your subscription cannot be located"). An expired one gets
+    the string GitLab itself uses for an expired license, so the admin sees "Your
+    subscription is expired", which is the truth and what they need to act on."""
+    if (
+        not subscription.is_self_managed
+        or subscription.licensing_method != LicensingMethod.ONLINE_CLOUD
+        or subscription.status == SubscriptionStatus.CANCELLED
+    ):
+        raise ApplicationError(ACTIVATION_ERROR_NO_CLOUD_SUBSCRIPTION, code="no_cloud_subscription")
+    if subscription.status == SubscriptionStatus.EXPIRED or subscription.term_end <= today:
+        raise ApplicationError(ACTIVATION_ERROR_EXPIRED, code="subscription_expired")
+
+
+def _activation_license(subscription: Subscription, today: date) -> License:
+    """The subscription's current online cloud license, issued now if it has none yet."""
+    from licenses.selectors import license_for_activation
+    from licenses.signing import SigningKeyNotConfigured
+
+    license = license_for_activation(subscription, today=today)
+    if license is not None:
+        return license
+    try:
+        return license_issue(
+            actor=None,
+            subscription=subscription,
+            kind=LicenseKind.ONLINE_CLOUD,
+            reason="Issued on the subscription's first cloud activation",
+            today=today,
+        )
+    except (ApplicationError, SigningKeyNotConfigured) as exc:
+        # The instance cannot fix this (no sold-to contact, no signing key): say so plainly and
+        # leave the detail, which names customer data and settings, to the log.
+        logger.error("activation of %s could not issue a license: %s", subscription.name, exc)
+        raise ApplicationError(
+            ACTIVATION_ERROR_LICENSE_UNAVAILABLE, code="license_unavailable"
+        ) from exc
+
+
+def _license_mark_active(license: License) -> list | None:
+    """Issued → active, as a conditional update: ``[old, new]`` if this call moved it."""
+    if license.status != LicenseStatus.ISSUED:
+        return None
+    moved = License.objects.filter(pk=license.pk, status=LicenseStatus.ISSUED).update(
+        status=LicenseStatus.ACTIVE
+    )
+    if moved != 1:
+        license.refresh_from_db(fields=["status"])
+        return None
+    license.status = LicenseStatus.ACTIVE
+    return [LicenseStatus.ISSUED, LicenseStatus.ACTIVE]
+
+
+def _instance_record_activation(
+    *,
+    instance: Instance | None,
+    instance_uuid: uuid.UUID,
+    subscription: Subscription,
+    hostname: str,
+    gitlab_version: str,
+    unique_instance_id: str,
+    now,
+) -> tuple[Instance, bool, dict]:
+    """Find or create the instance and record what it said about itself. Returns the instance,
+    whether it is new, and ``{field: [old, new]}`` for the audit event.
+
+    Last-seen and version updates are telemetry (Seat Link writes them daily too), so they are
+    not audited on their own; the activation's event carries them.
+    """
+    created = False
+    if instance is None:
+        # get_or_create absorbs the race of two first activations of one instance (two codes).
+        instance, created = Instance.objects.get_or_create(
+            instance_id=instance_uuid, defaults={"first_seen_at": now}
+        )
+    values = {
+        "customer_id": subscription.customer_id,
+        "subscription_id": subscription.pk,
+        "last_seen_at": now,
+    }
+    if hostname:
+        values["hostname"] = hostname
+    if gitlab_version:
+        values["version"] = gitlab_version
+    if unique_instance_id:
+        values["unique_instance_id"] = unique_instance_id
+    changes = {
+        field.removesuffix("_id"): [getattr(instance, field), value]
+        for field, value in values.items()
+        if field != "last_seen_at" and getattr(instance, field) != value
+    }
+    for field, value in values.items():
+        setattr(instance, field, value)
+    # The foreign keys come from rows this transaction has just read: no need to look again.
+    instance.full_clean(exclude=["customer", "subscription"], validate_unique=False)
+    instance.save(update_fields=list(values))
+    return instance, created, changes
+
+
+def _close_activated_steps(*, subscription: Subscription, instance_uuid: uuid.UUID) -> None:
+    from provision.services import provisioning_step_set_state
+
+    open_steps = ProvisioningStep.objects.filter(
+        record__subscription=subscription, kind=ProvisioningStepKind.ACTIVATED
+    ).exclude(state__in=[StepState.DONE, StepState.SKIPPED])
+    for step in open_steps:
+        provisioning_step_set_state(
+            actor=None,
+            actor_kind=ActorKind.INSTANCE,
+            step=step,
+            state=StepState.DONE,
+            reason=f"Instance {instance_uuid} activated",
+        )
+
+
+@transaction.atomic
+def activation_activate(
+    *,
+    activation_code: str,
+    instance_identifier: str,
+    unique_instance_id: str = "",
+    automated: bool = False,
+    gitlab_version: str = "",
+    hostname: str = "",
+    client_ip: str | None,
+    today: date | None = None,
+) -> ActivationResult:
+    """Redeem an activation code for a GitLab instance and hand it the subscription's current
+    online cloud license (``cloudActivationActivate``; wire protocol §2).
+
+    A code binds one instance. The bound instance may activate again (an admin re-running
+    activation, ``automated`` re-activations) and gets the same stored key; another instance is
+    refused until staff release the code (``activation_code_release``), and then takes it over.
+    Refusals raise ``ApplicationError`` whose message is the string to send back to GitLab, and
+    write nothing. The actor is the instance itself (audit actor kind "instance").
+    """
+    code = activation_code.strip() if isinstance(activation_code, str) else ""
+    if not _ACTIVATION_CODE_SHAPE.fullmatch(code):
+        # Not something Provision could have made: refused without a database lookup.
+        raise ApplicationError(ACTIVATION_ERROR_INVALID_CODE, code="invalid_activation_code")
+    try:
+        instance_uuid = uuid.UUID(str(instance_identifier).strip())
+    except ValueError:
+        raise ApplicationError(
+            ACTIVATION_ERROR_INSTANCE_IDENTIFIER, code="invalid_instance_identifier"
+        ) from None
+    today = today or timezone.localdate()
+    now = timezone.now()
+    hostname = _instance_text(hostname, Activation._meta.get_field("hostname").max_length)
+    gitlab_version = _instance_text(
+        gitlab_version, Activation._meta.get_field("gitlab_version").max_length
+    )
+    # An identifier is kept whole or not at all: a cut one would name a different instance.
+    unique_instance_id = _instance_text(unique_instance_id, 10 * _UNIQUE_INSTANCE_ID_MAX)
+    if len(unique_instance_id) > _UNIQUE_INSTANCE_ID_MAX:
+        unique_instance_id = ""
+    client_ip = _ip_or_none(client_ip)
+
+    # The code row is locked for the rest of the transaction, so two instances racing with the
+    # same code are serialised: the second one finds the first one's activation.
+    activation_code_row = (
+        ActivationCode.objects.select_for_update(of=("self",))
+        .select_related("subscription__customer")
+        .filter(code_hash=activation_code_hash(code))
+        .first()
+    )
+    if activation_code_row is None or activation_code_row.status != ActivationCodeStatus.ACTIVE:
+        # A replaced or revoked code is as unknown to the customer as a mistyped one.
+        raise ApplicationError(ACTIVATION_ERROR_INVALID_CODE, code="invalid_activation_code")
+    subscription = activation_code_row.subscription
+    customer = subscription.customer
+    _check_cloud_subscription(subscription, today)
+
+    bound = (
+        activation_code_row.activations.filter(status=ActivationStatus.ACTIVE)
+        .select_related("instance")
+        .first()
+    )
+    instance = Instance.objects.filter(instance_id=instance_uuid).first()
+    repeat = bound is not None and instance is not None and bound.instance_id == instance.pk
+    if bound is not None and not repeat and activation_code_row.released_at is None:
+        raise ApplicationError(ACTIVATION_ERROR_CODE_IN_USE, code="activation_code_in_use")
+
+    license = _activation_license(subscription, today)
+    instance, instance_created, instance_changes = _instance_record_activation(
+        instance=instance,
+        instance_uuid=instance_uuid,
+        subscription=subscription,
+        hostname=hostname,
+        gitlab_version=gitlab_version,
+        unique_instance_id=unique_instance_id,
+        now=now,
+    )
+    license_status = _license_mark_active(license)
+    from licenses.selectors import subscription_future_entries
+
+    future_subscriptions = [
+        {_camel(key): value for key, value in entry.items()}
+        for entry in subscription_future_entries(subscription, today=today, exclude=license)
+    ]
+
+    if repeat:
+        activation = bound
+        if activation.license_id != license.pk:
+            # The license changed since (seats, add-ons, a correction): the repeat delivers the
+            # new one, so the activation now points at it.
+            old_license_id = activation.license_id
+            activation.license = license
+            activation.save(update_fields=["license"])
+            changes = {"license": [old_license_id, license.pk]}
+            if license_status:
+                changes["license_status"] = license_status
+            audit_record(
+                actor=None,
+                actor_kind=ActorKind.INSTANCE,
+                action="licenses.activation_refreshed",
+                target=activation,
+                customer=customer,
+                changes=changes,
+                reason=f"Instance {instance_uuid} activated again and received license "
+                f"{license.pk}",
+                metadata={"key_sha256": license.key_sha256, "automated": bool(automated)},
+            )
+        return ActivationResult(
+            license=license,
+            activation=activation,
+            instance=instance,
+            future_subscriptions=future_subscriptions,
+            new_subscription=False,
+            bound=False,
+        )
+
+    new_subscription = not Activation.objects.filter(
+        activation_code__subscription=subscription
+    ).exists()
+    previous = None
+    if bound is not None:
+        # Staff released the code: the instance that held it lets go, the new one takes over,
+        # and the release is used up (a third instance needs another release).
+        previous = bound
+        previous.status = ActivationStatus.DEACTIVATED
+        previous.deactivated_at = now
+        previous.save(update_fields=["status", "deactivated_at"])
+        released_at = activation_code_row.released_at
+        activation_code_row.released_at = None
+        activation_code_row.save(update_fields=["released_at"])
+        audit_record(
+            actor=None,
+            actor_kind=ActorKind.INSTANCE,
+            action="licenses.activation_deactivated",
+            target=previous,
+            customer=customer,
+            changes={"status": [ActivationStatus.ACTIVE, ActivationStatus.DEACTIVATED]},
+            reason=f"Instance {instance_uuid} took over the released activation code "
+            f"…{activation_code_row.code_hint}",
+            metadata={"released_at": released_at.isoformat()},
+        )
+    activation = Activation(
+        activation_code=activation_code_row,
+        license=license,
+        instance=instance,
+        gitlab_version=gitlab_version,
+        hostname=hostname,
+        automated=bool(automated),
+        client_ip=client_ip,
+        activated_at=now,
+    )
+    activation.full_clean(exclude=["activation_code", "license", "instance"])
+    activation.save()
+    changes = {
+        "instance": [str(previous.instance.instance_id) if previous else None, str(instance_uuid)]
+    }
+    if license_status:
+        changes["license_status"] = license_status
+    changes.update({f"instance_{key}": value for key, value in instance_changes.items()})
+    audit_record(
+        actor=None,
+        actor_kind=ActorKind.INSTANCE,
+        action="licenses.activated",
+        target=activation,
+        customer=customer,
+        changes=changes,
+        reason=f"Activation code …{activation_code_row.code_hint} redeemed by "
+        f"{hostname or instance_uuid}",
+        metadata={
+            "instance_id": str(instance_uuid),
+            "instance_created": instance_created,
+            "hostname": hostname,
+            "gitlab_version": gitlab_version,
+            "automated": bool(automated),
+            "client_ip": client_ip,
+            "license": license.pk,
+            "key_sha256": license.key_sha256,
+            "new_subscription": new_subscription,
+            "previous_activation": previous.pk if previous else None,
+        },
+    )
+    _close_activated_steps(subscription=subscription, instance_uuid=instance_uuid)
+    return ActivationResult(
+        license=license,
+        activation=activation,
+        instance=instance,
+        future_subscriptions=future_subscriptions,
+        new_subscription=new_subscription,
+        bound=True,
+    )
+
+
+@transaction.atomic
+def activation_code_release(
+    *, actor, activation_code: ActivationCode, reason: str, ticket_url: str = ""
+) -> ActivationCode:
+    """Let one other instance activate with this code (a customer moving to a new server).
+
+    The bound instance keeps its activation until another instance activates with the code;
+    that activation then deactivates it and uses the release up. Nothing changes for the
+    customer until then, so a release made by mistake costs nothing. It still lets a bearer
+    secret move to another machine, so, like revoke, it needs a lead.
+    """
+    if actor is not None and not permissions.LicensePolicy.can_release(actor):
+        raise ApplicationError(
+            "Releasing an activation code needs a support lead.", code="forbidden"
+        )
+    reason = require_reason(reason)
+    code = (
+        ActivationCode.objects.select_for_update(of=("self",))
+        .select_related("subscription__customer")
+        .get(pk=activation_code.pk)
+    )
+    if code.status != ActivationCodeStatus.ACTIVE:
+        raise ApplicationError(
+            f"Activation code …{code.code_hint} is {code.get_status_display().lower()}; only "
+            "the subscription's active code can be released.",
+            code="code_not_active",
+        )
+    bound = code.activations.filter(status=ActivationStatus.ACTIVE).select_related("instance")
+    bound = bound.first()
+    if bound is None:
+        raise ApplicationError(
+            f"Activation code …{code.code_hint} has not been used by any instance yet: there "
+            "is nothing to release.",
+            code="no_change",
+        )
+    if code.released_at is not None:
+        raise ApplicationError(
+            f"Activation code …{code.code_hint} was already released on "
+            f"{code.released_at:%Y-%m-%d %H:%M}; the next instance to activate with it takes "
+            "it over.",
+            code="no_change",
+        )
+    code.released_at = timezone.now()
+    code.full_clean()
+    code.save(update_fields=["released_at"])
+    audit_record(
+        actor=actor,
+        action="licenses.activation_code_released",
+        target=code,
+        customer=code.subscription.customer,
+        changes={"released_at": [None, code.released_at]},
+        reason=reason,
+        ticket_url=ticket_url,
+        metadata={
+            "activation": bound.pk,
+            "instance_id": str(bound.instance.instance_id),
+            "hostname": bound.instance.hostname,
+        },
+    )
+    return code

@@ -1,1 +1,441 @@
-"""views for the licenses app; filled by the issue that brings its behaviour."""
+"""Staff console pages for licenses, activation codes, the signing key and troubleshooting.
+
+Thin: selectors read, services write, one service call per POST. (The instance-facing /graphql
+endpoint lives in licenses/graphql.py.) Two pages handle secrets and are never cached: the one
+that shows a new activation code, once, in the response to the POST that made it, and the
+troubleshooting page, which never echoes what was pasted.
+"""
+
+import json
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
+from django.utils.http import content_disposition_header
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+
+from licenses import selectors, services
+from licenses.choices import CURRENT_LICENSE_STATUSES, LicenseKind, LicenseStatus
+from licenses.forms import DownloadForm, LicenseIssueForm, ReasonForm, TroubleshootForm
+from licenses.mail import license_filename
+from provision import permissions
+from provision import selectors as provision_selectors
+from provision.decorators import role_required
+from provision.exceptions import ApplicationError
+
+LIST_PAGE_SIZE = 50
+PUBLIC_KEY_FILENAME = "provision-license.pub"
+Policy = permissions.LicensePolicy
+
+
+def _apply_errors(form, error) -> None:
+    """Show a service's refusal on the form instead of a 500."""
+    if isinstance(error, ApplicationError):
+        form.add_error(None, error.message)
+        return
+    if hasattr(error, "message_dict"):
+        for field, field_errors in error.message_dict.items():
+            target = field if field in form.fields else None
+            for message in field_errors:
+                form.add_error(target, message)
+    else:
+        for message in error.messages:
+            form.add_error(None, message)
+
+
+def _querystring_without_page(request) -> str:
+    params = request.GET.copy()
+    params.pop("page", None)
+    return params.urlencode()
+
+
+def _issue_preview(subscription, kind: str) -> dict:
+    """What issuing now would produce and which current license it would replace."""
+    terms = services.license_terms(subscription=subscription, kind=kind, today=timezone.localdate())
+    replaces = (
+        selectors.license_current(subscription, starts_on=terms.starts_on)
+        .defer("key", "attributes")
+        .first()
+    )
+    return {
+        "terms": terms,
+        "replaces": replaces,
+        "seats": subscription.seats,
+        "kind_label": LicenseKind(kind).label,
+    }
+
+
+# --- Licenses -----------------------------------------------------------------------------------
+
+
+@role_required(Policy.can_view)
+def license_list(request):
+    licenses, filterset = selectors.license_list(actor=request.user, filters=request.GET)
+    page = Paginator(licenses, LIST_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "licenses/license_list.html",
+        {
+            "filter": filterset,
+            "page_obj": page,
+            "querystring": _querystring_without_page(request),
+        },
+    )
+
+
+@role_required(Policy.can_view)
+def license_detail(request, pk: int):
+    license = selectors.license_get(actor=request.user, pk=pk)
+    subscription = license.subscription
+    user = request.user
+    is_file = license.kind in services.FILE_KINDS
+    is_current = license.status in CURRENT_LICENSE_STATUSES
+    key_check = selectors.license_key_check(license=license)
+    context = {
+        "license": license,
+        "subscription": subscription,
+        "customer": subscription.customer,
+        "chain": selectors.license_supersede_chain(license=license),
+        "key_check": key_check,
+        "attributes_json": json.dumps(
+            key_check.decoded.attributes if key_check.decoded else license.attributes,
+            indent=2,
+            ensure_ascii=False,
+        ),
+        "activations": list(license.activations.all()),
+        "deliveries": list(license.deliveries.all()),
+        "events": selectors.license_audit_events(actor=user, license=license),
+        "filename": license_filename(license),
+        "is_file": is_file,
+        "is_current": is_current,
+        "can_download": Policy.can_download(user, license) and is_file and is_current,
+        "can_send": Policy.can_resend(user, license) and is_file and is_current,
+        "can_reissue": Policy.can_issue(user, subscription) and subscription.is_self_managed,
+        "can_revoke": Policy.can_revoke(user, license)
+        and license.status not in (LicenseStatus.REVOKED, LicenseStatus.EXPIRED),
+        "download_form": DownloadForm(),
+    }
+    return render(request, "licenses/license_detail.html", context)
+
+
+@role_required(Policy.can_download)
+@require_POST
+def license_download(request, pk: int):
+    """The exact stored key, byte for byte, as ``<subscription>_<id>.gitlab-license``."""
+    license = selectors.license_get(actor=request.user, pk=pk)
+    form = DownloadForm(request.POST)
+    form.is_valid()  # both fields are optional; invalid values are simply dropped
+    try:
+        services.license_download_record(
+            actor=request.user,
+            license=license,
+            reason=form.cleaned_data.get("reason", ""),
+            ticket_url=form.cleaned_data.get("ticket_url", ""),
+        )
+    except (ApplicationError, ValidationError) as error:
+        messages.error(request, getattr(error, "message", None) or "; ".join(error.messages))
+        return redirect(license)
+    filename = license_filename(license)
+    messages.success(request, f"Downloaded {filename}; the download is recorded as a delivery.")
+    response = HttpResponse(license.key.encode("utf-8"), content_type="application/octet-stream")
+    response["Content-Disposition"] = content_disposition_header(True, filename)
+    add_never_cache_headers(response)
+    return response
+
+
+def _license_action(request, license, *, form, template_context: dict):
+    return render(
+        request,
+        "licenses/license_action.html",
+        {"license": license, "subscription": license.subscription, "form": form} | template_context,
+    )
+
+
+@role_required(Policy.can_revoke)
+def license_revoke(request, pk: int):
+    license = selectors.license_get(actor=request.user, pk=pk)
+    form = ReasonForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        old = license.get_status_display().lower()
+        try:
+            services.license_revoke(
+                actor=request.user,
+                license=license,
+                reason=form.cleaned_data["reason"],
+                ticket_url=form.cleaned_data["ticket_url"],
+            )
+        except (ApplicationError, ValidationError) as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(request, f"License {license.pk} revoked (it was {old}).")
+            return redirect(license)
+    return _license_action(
+        request,
+        license,
+        form=form,
+        template_context={
+            "action": "revoke",
+            "title": "Revoke license",
+            "button": "Revoke license",
+            "button_class": "btn-danger",
+            "icon": "bi-x-octagon",
+        },
+    )
+
+
+@role_required(Policy.can_issue)
+def license_reissue(request, pk: int):
+    license = selectors.license_get(actor=request.user, pk=pk)
+    subscription = license.subscription
+    form = ReasonForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            new = services.license_issue(
+                actor=request.user,
+                subscription=subscription,
+                kind=license.kind,
+                reason=form.cleaned_data["reason"],
+                ticket_url=form.cleaned_data["ticket_url"],
+            )
+        except (ApplicationError, ValidationError) as error:
+            _apply_errors(form, error)
+        else:
+            replaced = f"; it supersedes license {new.supersedes_id}" if new.supersedes_id else ""
+            messages.success(request, f"License {new.pk} issued{replaced}.")
+            return redirect(new)
+    return _license_action(
+        request,
+        license,
+        form=form,
+        template_context={
+            "action": "reissue",
+            "title": "Re-issue license",
+            "button": "Issue new license",
+            "button_class": "btn-primary",
+            "icon": "bi-arrow-repeat",
+            "preview": _issue_preview(subscription, license.kind),
+        },
+    )
+
+
+@role_required(Policy.can_resend)
+def license_send(request, pk: int):
+    license = selectors.license_get(actor=request.user, pk=pk)
+    form = ReasonForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            delivery = services.license_send(
+                actor=request.user,
+                license=license,
+                reason=form.cleaned_data["reason"],
+                ticket_url=form.cleaned_data["ticket_url"],
+            )
+        except (ApplicationError, ValidationError) as error:
+            _apply_errors(form, error)
+        else:
+            _delivery_message(request, delivery, what=f"License file {license_filename(license)}")
+            return redirect(f"{license.get_absolute_url()}#deliveries")
+    return _license_action(
+        request,
+        license,
+        form=form,
+        template_context={
+            "action": "send",
+            "title": "E-mail license file",
+            "button": "Send license file",
+            "button_class": "btn-primary",
+            "icon": "bi-envelope",
+            "filename": license_filename(license),
+        },
+    )
+
+
+def _delivery_message(request, delivery, *, what: str) -> None:
+    """Say what happened to the e-mail; after commit it may have gone out already."""
+    delivery.refresh_from_db()
+    if delivery.status == "sent":
+        messages.success(request, f"{what} e-mailed to {delivery.recipient_email}.")
+    elif delivery.status == "failed":
+        messages.error(
+            request,
+            f"{what} could not be e-mailed to {delivery.recipient_email}: {delivery.error}",
+        )
+    else:
+        messages.success(
+            request,
+            f"{what} queued for e-mail to {delivery.recipient_email}; "
+            "the deliveries list shows when it is sent.",
+        )
+
+
+# --- Subscription actions -----------------------------------------------------------------------
+
+
+@role_required(Policy.can_issue)
+def license_issue(request, pk: int):
+    subscription = provision_selectors.subscription_get(actor=request.user, pk=pk)
+    form = LicenseIssueForm(
+        request.POST or None, initial={"kind": subscription.licensing_method or None}
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            license = services.license_issue(
+                actor=request.user,
+                subscription=subscription,
+                kind=form.cleaned_data["kind"],
+                reason=form.cleaned_data["reason"],
+                ticket_url=form.cleaned_data["ticket_url"],
+            )
+        except (ApplicationError, ValidationError) as error:
+            _apply_errors(form, error)
+        else:
+            replaced = (
+                f", superseding license {license.supersedes_id}" if license.supersedes_id else ""
+            )
+            messages.success(
+                request,
+                f"{license.get_kind_display()} {license.pk} issued for "
+                f"{subscription.name}{replaced}.",
+            )
+            return redirect(license)
+    preview = None
+    if subscription.is_self_managed:
+        kind = form.data.get("kind") if form.is_bound else subscription.licensing_method
+        if kind in LicenseKind.values:
+            preview = _issue_preview(subscription, kind)
+    return render(
+        request,
+        "licenses/license_issue.html",
+        {"subscription": subscription, "form": form, "preview": preview},
+    )
+
+
+@role_required(Policy.can_resend)
+def activation_code_send(request, pk: int):
+    subscription = provision_selectors.subscription_get(actor=request.user, pk=pk)
+    form = ReasonForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            activation_code, code, delivery = services.activation_code_send(
+                actor=request.user,
+                subscription=subscription,
+                reason=form.cleaned_data["reason"],
+                ticket_url=form.cleaned_data["ticket_url"],
+            )
+        except (ApplicationError, ValidationError) as error:
+            _apply_errors(form, error)
+        else:
+            _delivery_message(
+                request, delivery, what=f"New activation code …{activation_code.code_hint}"
+            )
+            # The only place the plaintext is ever shown: this response, once. It is not put in
+            # the session or a redirect URL, and the response must not be cached.
+            response = render(
+                request,
+                "licenses/activation_code_sent.html",
+                {
+                    "subscription": subscription,
+                    "activation_code": activation_code,
+                    "code": code,
+                    "delivery": delivery,
+                },
+            )
+            add_never_cache_headers(response)
+            return response
+    method, email, recipient = selectors.delivery_recipient(subscription)
+    return render(
+        request,
+        "licenses/activation_code_send.html",
+        {
+            "subscription": subscription,
+            "form": form,
+            "licensing": selectors.subscription_licensing(
+                actor=request.user, subscription=subscription
+            ),
+            "recipient_method": method,
+            "recipient_email": email,
+            "recipient": recipient,
+        },
+    )
+
+
+@role_required(Policy.can_release)
+def activation_code_release(request, pk: int):
+    activation_code = selectors.activation_code_get(actor=request.user, pk=pk)
+    subscription = activation_code.subscription
+    form = ReasonForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.activation_code_release(
+                actor=request.user,
+                activation_code=activation_code,
+                reason=form.cleaned_data["reason"],
+                ticket_url=form.cleaned_data["ticket_url"],
+            )
+        except (ApplicationError, ValidationError) as error:
+            _apply_errors(form, error)
+        else:
+            messages.success(
+                request,
+                f"Activation code …{activation_code.code_hint} released: the next instance "
+                "that activates with it takes it over.",
+            )
+            return redirect(f"{subscription.get_absolute_url()}#activation-code")
+    bound = activation_code.active_activations[0] if activation_code.active_activations else None
+    return render(
+        request,
+        "licenses/activation_code_release.html",
+        {
+            "activation_code": activation_code,
+            "subscription": subscription,
+            "bound": bound,
+            "form": form,
+        },
+    )
+
+
+# --- Signing key and troubleshooting ------------------------------------------------------------
+
+
+@role_required(Policy.can_view)
+def signing_key(request):
+    overview = selectors.signing_key_overview(actor=request.user)
+    return render(
+        request,
+        "licenses/signing_key.html",
+        {
+            "overview": overview,
+            "portal_url": request.build_absolute_uri("/").rstrip("/"),
+            "public_key_filename": PUBLIC_KEY_FILENAME,
+        },
+    )
+
+
+@role_required(Policy.can_view)
+def signing_key_download(request):
+    overview = selectors.signing_key_overview(actor=request.user)
+    if not overview.public_key_pem:
+        raise Http404("No license signing key is configured.")
+    response = HttpResponse(overview.public_key_pem, content_type="application/x-pem-file")
+    response["Content-Disposition"] = content_disposition_header(True, PUBLIC_KEY_FILENAME)
+    return response
+
+
+@role_required(Policy.can_troubleshoot)
+@sensitive_post_parameters("text")  # error reports must not carry a pasted code or key
+def troubleshoot(request):
+    """POST only carries the pasted text (never a URL), and the form comes back empty: an
+    activation code pasted here is not echoed back."""
+    verdict = None
+    form = TroubleshootForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        verdict = selectors.license_troubleshoot(actor=request.user, text=form.cleaned_data["text"])
+        form = TroubleshootForm()
+    response = render(request, "licenses/troubleshoot.html", {"form": form, "verdict": verdict})
+    add_never_cache_headers(response)
+    return response

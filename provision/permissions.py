@@ -10,7 +10,9 @@ from django.contrib.auth.models import AnonymousUser
 
 from provision.choices import Role
 
-STAFF_ROLES = frozenset(Role.values)
+# Machine accounts (API tokens) are not staff: they may call machine endpoints only.
+MACHINE_ROLES = frozenset({Role.INTEGRATION})
+STAFF_ROLES = frozenset(Role.values) - MACHINE_ROLES
 FIX_ROLES = frozenset({Role.SUPPORT, Role.SUPPORT_LEAD, Role.ADMIN})
 APPROVE_ROLES = frozenset({Role.SUPPORT_LEAD, Role.ADMIN})
 
@@ -25,7 +27,10 @@ def roles_of(user) -> frozenset[str]:
         if user.is_superuser:
             cached = STAFF_ROLES
         else:
-            cached = frozenset(user.groups.values_list("name", flat=True)) & STAFF_ROLES
+            groups = frozenset(user.groups.values_list("name", flat=True))
+            # An integration account holds no staff role even if it was put in a staff group
+            # by mistake: a leaked machine token must never read or change customer data.
+            cached = groups & MACHINE_ROLES or groups & STAFF_ROLES
         user._provision_roles = cached
     return cached
 
@@ -39,7 +44,12 @@ def primary_role(user) -> str | None:
 
 
 def is_staff_member(user) -> bool:
-    return bool(roles_of(user))
+    return bool(roles_of(user) & STAFF_ROLES)
+
+
+def can_push_usage(user) -> bool:
+    """Machine endpoints that take usage from outside (GitLab.com seat figures)."""
+    return Role.INTEGRATION in roles_of(user)
 
 
 def can_fix(user) -> bool:
@@ -90,3 +100,64 @@ class AuditPolicy:
     @staticmethod
     def can_view(user) -> bool:
         return is_staff_member(user)
+
+
+class LicensePolicy:
+    """Licenses, activation codes and their deliveries. Mirrors licenses/services.py: support
+    roles issue, resend and download (``can_fix``); taking a key away from a paying customer
+    (revoke) or freeing a bound activation code (release) needs a lead (``can_approve``)."""
+
+    @staticmethod
+    def can_view(user, license=None) -> bool:
+        return is_staff_member(user)
+
+    @staticmethod
+    def can_issue(user, subscription=None) -> bool:
+        return can_fix(user)
+
+    @staticmethod
+    def can_resend(user, license=None) -> bool:
+        return can_fix(user)
+
+    @staticmethod
+    def can_download(user, license=None) -> bool:
+        return can_fix(user)
+
+    @staticmethod
+    def can_revoke(user, license=None) -> bool:
+        return can_approve(user)
+
+    @staticmethod
+    def can_release(user, activation_code=None) -> bool:
+        return can_approve(user)
+
+    @staticmethod
+    def can_troubleshoot(user) -> bool:
+        # Account managers paste keys from customers too; the page only reads.
+        return is_staff_member(user)
+
+
+class NamespacePolicy:
+    """GitLab.com namespaces. Support links and unlinks them (``can_fix``); taking a namespace
+    from another active subscription (Force Associate) or lowering its max seats used (waives a
+    true-up) needs a lead (``can_approve``). Mirrors usage/services.py."""
+
+    @staticmethod
+    def can_view(user, namespace=None) -> bool:
+        return is_staff_member(user)
+
+    @staticmethod
+    def can_associate(user, namespace=None) -> bool:
+        return can_fix(user)
+
+    @staticmethod
+    def can_force_associate(user, namespace=None) -> bool:
+        return can_approve(user)
+
+    @staticmethod
+    def can_disassociate(user, namespace=None) -> bool:
+        return can_fix(user)
+
+    @staticmethod
+    def can_reset_max_seats(user, namespace=None) -> bool:
+        return can_approve(user)

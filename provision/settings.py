@@ -229,6 +229,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Customers, subscriptions, licenses, usage and CRM sync state.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The license list and detail serializers share these fields; name their enums once.
+    "ENUM_NAME_OVERRIDES": {
+        "LicenseStatusEnum": "licenses.choices.LicenseStatus",
+        "LicenseKindEnum": "licenses.choices.LicenseKind",
+    },
 }
 
 # --- Celery ---------------------------------------------------------------------------------
@@ -270,6 +275,19 @@ CELERY_BEAT_SCHEDULE = {
         "task": "provision.tasks.subscriptions_expire",
         "schedule": crontab(minute=5),
     },
+    "licenses-expire": {
+        "task": "licenses.tasks.licenses_expire",
+        "schedule": crontab(minute=10),
+    },
+    "license-deliveries-requeue": {
+        "task": "licenses.tasks.license_deliveries_requeue",
+        "schedule": crontab(minute="*/15"),
+    },
+    # Safety net for the inline rollups (Seat Link, usage files, GitLab.com figures).
+    "usage-rollup-recent": {
+        "task": "usage.tasks.usage_rollup_recent",
+        "schedule": crontab(minute=35),
+    },
 }
 
 # --- Provision ------------------------------------------------------------------------------
@@ -288,6 +306,20 @@ LICENSE_PRIVATE_KEY_FILE = env_str(
 # Activation codes are stored as HMAC-SHA256 under this key. Empty = derived from SECRET_KEY;
 # set it in production so that rotating SECRET_KEY does not invalidate every unused code.
 ACTIVATION_CODE_HMAC_KEY = env_str("ACTIVATION_CODE_HMAC_KEY", "")
+# Activation attempts (POST /graphql) allowed per minute per client address and per activation
+# code; 0 = no limit. Counted in the cache: several processes need a shared one (CACHE_URL).
+ACTIVATION_RATE_LIMIT_PER_IP = env_int("ACTIVATION_RATE_LIMIT_PER_IP", 30)
+ACTIVATION_RATE_LIMIT_PER_CODE = env_int("ACTIVATION_RATE_LIMIT_PER_CODE", 10)
+# Proxies in front of the app that append the client address to X-Forwarded-For. 0 = trust
+# only the socket address (REMOTE_ADDR); more than the real number lets clients forge it.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
+for _name, _value in (
+    ("ACTIVATION_RATE_LIMIT_PER_IP", ACTIVATION_RATE_LIMIT_PER_IP),
+    ("ACTIVATION_RATE_LIMIT_PER_CODE", ACTIVATION_RATE_LIMIT_PER_CODE),
+    ("TRUSTED_PROXY_COUNT", TRUSTED_PROXY_COUNT),
+):
+    if _value < 0:
+        raise ImproperlyConfigured(f"{_name} must be 0 or more, got {_value}")
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {

@@ -4,12 +4,15 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from health_check.views import HealthCheckView
 
+from licenses.graphql import graphql_endpoint
 from provision.api.urls import router as api_router
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    # GitLab instances: CUSTOMER_PORTAL_URL + "/graphql", no trailing slash (wire protocol §0).
+    path("graphql", graphql_endpoint, name="graphql"),
     path(
         "health/",
         HealthCheckView.as_view(
@@ -20,6 +23,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include(api_router.urls)),
+    path("licenses/", include("licenses.urls")),
     path("", include("provision.console_urls")),
 ]
 

@@ -160,6 +160,7 @@ def note_add(request, pk: int):
 @role_required(permissions.SubscriptionPolicy.can_view)
 def subscription_detail(request, pk: int):
     subscription = selectors.subscription_get(actor=request.user, pk=pk)
+    from licenses.selectors import subscription_licensing
     from usage.selectors import subscription_usage_series
 
     context = {
@@ -169,6 +170,15 @@ def subscription_detail(request, pk: int):
         "ledger": list(subscription.seat_ledger.all()[:20]),
         "can_change_seats": permissions.SubscriptionPolicy.can_change_seats(request.user),
         "usage": subscription_usage_series(subscription=subscription, days=120),
+        # Self-managed only: licenses and activation codes (GitLab.com has neither).
+        "licensing": (
+            subscription_licensing(actor=request.user, subscription=subscription)
+            if subscription.is_self_managed
+            else None
+        ),
+        "can_issue_license": permissions.LicensePolicy.can_issue(request.user, subscription),
+        "can_send_code": permissions.LicensePolicy.can_resend(request.user),
+        "can_release_code": permissions.LicensePolicy.can_release(request.user),
     }
     return render(request, "provision/subscription_detail.html", context)
 

@@ -3,6 +3,7 @@
 from rest_framework.routers import DefaultRouter
 
 from crm_sync.api import views as crm_views
+from licenses.api import views as license_views
 from provision.api import views
 from usage.api import views as usage_views
 
@@ -13,6 +14,8 @@ router.register(
     "provisioning-records", views.ProvisioningRecordViewSet, basename="provisioningrecord"
 )
 router.register("audit-events", views.AuditEventViewSet, basename="auditevent")
+router.register("licenses", license_views.LicenseViewSet, basename="license")
+router.register("activations", license_views.ActivationViewSet, basename="activation")
 router.register("instances", usage_views.InstanceViewSet, basename="instance")
 router.register("namespaces", usage_views.NamespaceViewSet, basename="namespace")
 router.register("seat-reports", usage_views.SeatReportViewSet, basename="seatreport")

@@ -94,6 +94,7 @@ def action_app(action: str) -> str:
 _TARGET_URLS = {
     "provision.customer": "provision:customer_detail",
     "provision.subscription": "provision:subscription_detail",
+    "licenses.license": "licenses:license_detail",
 }
 
 

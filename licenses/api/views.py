@@ -1,0 +1,55 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from licenses import selectors, services
+from licenses.api.serializers import (
+    ActivationSerializer,
+    LicenseDetailSerializer,
+    LicenseRevokeInputSerializer,
+    LicenseSerializer,
+)
+from licenses.filters import ActivationFilterSet, LicenseFilterSet
+from provision import permissions
+from provision.api.base import SelectorReadOnlyViewSet
+from provision.exceptions import ApplicationError
+
+
+class LicenseViewSet(SelectorReadOnlyViewSet):
+    """Issued licenses. The list never carries keys; one license (``/api/licenses/{id}/``)
+    includes the exact key, as the staff page's download does."""
+
+    serializer_class = LicenseSerializer
+    filterset_class = LicenseFilterSet
+
+    list_selector = staticmethod(selectors.license_list)
+
+    def get_serializer_class(self):
+        if self.action == "retrieve":
+            return LicenseDetailSerializer
+        return LicenseSerializer
+
+    def get_object(self):
+        # The detail shape (key, chain, signing key) and its 403/404 come from the selector.
+        return selectors.license_get(actor=self.request.user, pk=self.kwargs["pk"])
+
+    @extend_schema(request=LicenseRevokeInputSerializer, responses=LicenseDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        """Revoke a license (support lead or admin). Needs a reason; writes an audit event."""
+        if not permissions.LicensePolicy.can_revoke(request.user):
+            raise ApplicationError(
+                "Revoking a license needs a support lead or an admin.", code="forbidden"
+            )
+        license = self.get_object()
+        data = LicenseRevokeInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.license_revoke(actor=request.user, license=license, **data.validated_data)
+        return Response(LicenseDetailSerializer(self.get_object()).data)
+
+
+class ActivationViewSet(SelectorReadOnlyViewSet):
+    serializer_class = ActivationSerializer
+    filterset_class = ActivationFilterSet
+
+    list_selector = staticmethod(selectors.activation_list)
