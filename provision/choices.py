@@ -2,12 +2,17 @@ from django.db import models
 
 
 class Role(models.TextChoices):
-    """Staff roles; each is a Django group of the same name (created by a data migration)."""
+    """Roles; each is a Django group of the same name (created by data migrations).
+
+    ``integration`` is not a staff role: it marks machine accounts (GitLab.com pushing seat
+    figures) that authenticate with an API token and may call machine endpoints only.
+    """
 
     SUPPORT = "support", "Support"
     SUPPORT_LEAD = "support_lead", "Support lead"
     ACCOUNT_MANAGER = "account_manager", "Account manager"
     ADMIN = "admin", "Admin"
+    INTEGRATION = "integration", "Integration (machine account)"
 
 
 class Plan(models.TextChoices):
