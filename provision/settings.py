@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
+    # API tokens for machine accounts (the integration role), e.g. GitLab.com seat figures.
+    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "django_htmx",
@@ -214,6 +216,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
+        # Integration accounts; staff endpoints then refuse them by role (403).
+        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["provision.api.permissions.IsStaffRole"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -293,6 +297,13 @@ CELERY_BEAT_SCHEDULE = {
 # --- Provision ------------------------------------------------------------------------------
 # How long a provisioning step may stay pending before the record counts as stuck.
 PROVISIONING_STEP_SLA_HOURS = env_int("PROVISIONING_STEP_SLA_HOURS", 24)
+# An instance with an active online cloud license that has not sent Seat Link for this many
+# days has "gone dark" (Seat Link is daily; GitLab retries a failed one for about two days).
+INSTANCE_DARK_AFTER_DAYS = env_int("INSTANCE_DARK_AFTER_DAYS", 3)
+if INSTANCE_DARK_AFTER_DAYS < 1:
+    raise ImproperlyConfigured(
+        f"INSTANCE_DARK_AFTER_DAYS must be 1 or more, got {INSTANCE_DARK_AFTER_DAYS}"
+    )
 # Demo data: logins printed by seed_demo. Never used outside development.
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "provision-demo")
 
@@ -310,12 +321,16 @@ ACTIVATION_CODE_HMAC_KEY = env_str("ACTIVATION_CODE_HMAC_KEY", "")
 # code; 0 = no limit. Counted in the cache: several processes need a shared one (CACHE_URL).
 ACTIVATION_RATE_LIMIT_PER_IP = env_int("ACTIVATION_RATE_LIMIT_PER_IP", 30)
 ACTIVATION_RATE_LIMIT_PER_CODE = env_int("ACTIVATION_RATE_LIMIT_PER_CODE", 10)
+# Seat Link posts (POST /api/v1/seat_links) allowed per minute per client address; 0 = no limit.
+# An instance sends one a day plus retries; many instances may share one egress address.
+SEAT_LINK_RATE_LIMIT_PER_IP = env_int("SEAT_LINK_RATE_LIMIT_PER_IP", 60)
 # Proxies in front of the app that append the client address to X-Forwarded-For. 0 = trust
 # only the socket address (REMOTE_ADDR); more than the real number lets clients forge it.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 for _name, _value in (
     ("ACTIVATION_RATE_LIMIT_PER_IP", ACTIVATION_RATE_LIMIT_PER_IP),
     ("ACTIVATION_RATE_LIMIT_PER_CODE", ACTIVATION_RATE_LIMIT_PER_CODE),
+    ("SEAT_LINK_RATE_LIMIT_PER_IP", SEAT_LINK_RATE_LIMIT_PER_IP),
     ("TRUSTED_PROXY_COUNT", TRUSTED_PROXY_COUNT),
 ):
     if _value < 0:

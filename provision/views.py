@@ -3,11 +3,12 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpResponseRedirect
+from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
-from django.views.decorators.http import require_POST
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
 
 from provision import permissions, selectors, services
 from provision.decorators import role_required
@@ -97,10 +98,25 @@ def customer_list(request):
 @role_required(permissions.CustomerPolicy.can_view)
 def customer_detail(request, pk: int):
     customer = selectors.customer_get(actor=request.user, pk=pk)
-    from usage.selectors import customer_usage_overview
+    from usage.forms import UsageFileUploadForm
+    from usage.selectors import (
+        customer_usage_overview,
+        customer_usage_series,
+        usage_file_import_list,
+    )
+    from usage.views import USAGE_FILE_LICENSE_KINDS, USAGE_FILES_SHOWN
 
     usage = customer_usage_overview(customer=customer)
     subscriptions = list(customer.subscriptions.all())
+    # Only offline and legacy customers e-mail license_usage.csv (the card's upload form shows
+    # only for them, so their pages are the only place a file was uploaded).
+    offline = any(s.licensing_method in USAGE_FILE_LICENSE_KINDS for s in subscriptions)
+    usage_files = []
+    if offline:
+        imports, _ = usage_file_import_list(
+            actor=request.user, filters={"customer_id": customer.pk}
+        )
+        usage_files = list(imports[: USAGE_FILES_SHOWN + 1])
     context = {
         "customer": customer,
         "subscriptions": subscriptions,
@@ -114,6 +130,13 @@ def customer_detail(request, pk: int):
         "notes": selectors.customer_notes(actor=request.user, customer=customer),
         "note_form": NoteForm(),
         "can_edit": permissions.CustomerPolicy.can_edit(request.user, customer),
+        "show_usage_files": offline,
+        "usage_files": usage_files[:USAGE_FILES_SHOWN],
+        "more_usage_files": len(usage_files) > USAGE_FILES_SHOWN,
+        "usage_files_url": f"?customer_id={customer.pk}",
+        "can_upload_usage_file": permissions.can_fix(request.user),
+        "usage_file_form": UsageFileUploadForm(),
+        "usage_series": customer_usage_series(customer=customer),
         **usage,
     }
     return render(request, "provision/customer_detail.html", context)
@@ -169,7 +192,7 @@ def subscription_detail(request, pk: int):
         "records": list(subscription.provisioning_records.all()),
         "ledger": list(subscription.seat_ledger.all()[:20]),
         "can_change_seats": permissions.SubscriptionPolicy.can_change_seats(request.user),
-        "usage": subscription_usage_series(subscription=subscription, days=120),
+        "usage": subscription_usage_series(subscription=subscription),
         # Self-managed only: licenses and activation codes (GitLab.com has neither).
         "licensing": (
             subscription_licensing(actor=request.user, subscription=subscription)
@@ -239,3 +262,12 @@ def audit_event_list(request):
             "querystring": _querystring_without_page(request),
         },
     )
+
+
+@never_cache
+@require_GET
+def ping(request):
+    """``GET /-/ping``: ``{"status": "ok"}`` with no database or cache access. Public on
+    purpose (a load balancer's liveness probe; the baseline of the Seat Link benchmark); the
+    full readiness check, which needs the database, is ``/health/``."""
+    return JsonResponse({"status": "ok"})

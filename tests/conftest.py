@@ -5,15 +5,13 @@ are tested for: a support agent, a support lead, an account manager, an admin an
 (a logged-in user with no Provision role).
 """
 
-import os
-
 import pytest
 from django.conf import settings
 
 from provision.choices import Role
+from tests.browser import browser, console_page  # noqa: F401  (shared browser fixtures)
 from tests.factories import ContactFactory, CustomerFactory, UserFactory, subscription_factory
-
-IN_CI = os.environ.get("CI") == "true"
+from tests.support import IN_CI, require_service  # noqa: F401  (imported by test modules)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -24,15 +22,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "benchmark" in item.keywords:
             item.add_marker(skip)
-
-
-def require_service(available: bool, reason: str):
-    """Skip locally when an outside service is absent; in CI a missing service is a failure."""
-    if available:
-        return
-    if IN_CI:
-        pytest.fail(f"{reason} (CI must provide it)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)

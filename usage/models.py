@@ -128,14 +128,15 @@ class SeatReport(models.Model):
             ),
         ]
         constraints = [
+            # Plain (not partial) unique constraints, so that the upserts' ON CONFLICT can
+            # name their columns without repeating a predicate. Rows from the other source have
+            # NULL here, and NULLs never conflict in a unique index (PostgreSQL and SQLite).
             models.UniqueConstraint(
                 fields=["subscription", "instance", "report_date"],
-                condition=Q(instance__isnull=False),
                 name="seatreport_one_per_subscription_instance_day",
             ),
             models.UniqueConstraint(
                 fields=["subscription", "namespace", "report_date"],
-                condition=Q(namespace__isnull=False),
                 name="seatreport_one_per_subscription_namespace_day",
             ),
             models.CheckConstraint(

@@ -93,5 +93,3 @@ def test_license_issue_throughput(settings, tmp_path):
         f"  RSA share of encode_license: {rsa_ms / encode_ms:.0%}; "
         f"of license_issue: {rsa_ms / issue_ms:.0%}"
     )
-    # Issuing cannot be faster than its one private-key operation.
-    assert issue_rate < rsa_rate

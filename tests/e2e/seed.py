@@ -29,6 +29,7 @@ from provision.models import Customer, ProvisioningStep, Subscription
 from tests.factories import CustomerFactory, InstanceFactory, NamespaceFactory, UserFactory
 from usage.choices import SeatReportSource
 from usage.models import SeatReport
+from usage.services import subscription_usage_rollup
 
 PASSWORD = "correct horse battery"
 
@@ -72,6 +73,8 @@ def _seat_reports(subscription, *, instance=None, namespace=None, start, growth,
             )
         )
     SeatReport.objects.bulk_create(rows)
+    # The charts read the daily rollup, as they do after real Seat Links.
+    subscription_usage_rollup(subscription_id=subscription.pk, dates=[r.report_date for r in rows])
 
 
 def seed_customer(*, extra_customers: int = 14) -> Seeded:

@@ -18,7 +18,7 @@ from licenses.signing import generate_private_key_pem
 from provision import services
 from provision.choices import Channel, Deployment, LicensingMethod, Plan
 from provision.context import reset_context, set_context
-from tests.e2e.conftest import SCREENSHOT_DIR
+from tests.browser import SCREENSHOT_DIR
 from tests.e2e.seed import PASSWORD, seed_customer
 from usage.models import Instance
 

@@ -4,7 +4,7 @@ in test-artifacts/screenshots/ for review."""
 
 import pytest
 
-from tests.e2e.conftest import SCREENSHOT_DIR
+from tests.browser import SCREENSHOT_DIR
 from tests.e2e.seed import PASSWORD, seed_customer
 
 pytestmark = [

@@ -338,16 +338,24 @@ def test_subscription_page_shows_details_ledger_and_chart_data(
             billable_users=billable,
             max_historical_users=40,
         )
+    from usage.services import subscription_usage_rollup
+
+    subscription_usage_rollup(
+        subscription_id=subscription.pk,
+        dates=[today - timezone.timedelta(days=2), today - timezone.timedelta(days=1)],
+    )
     services.subscription_seats_change(
         actor=support_agent, subscription=subscription, seats=60, reason="Upsell"
     )
+    subscription_usage_rollup(subscription_id=subscription.pk, dates=[today])
     body = client_for(support_agent).get(subscription.get_absolute_url()).content.decode()
     assert subscription.name in body and "Premium" in body and "Self-managed" in body
     assert 'id="usage-chart"' in body and 'data-chart-source="usage-data"' in body
     match = re.search(r'<script id="usage-data" type="application/json">(.*?)</script>', body)
     data = json.loads(match.group(1))
     assert data["billable"] == [30, 35, 38] and data["max"] == [40, 40, 40]
-    assert data["seats"] == 60
+    # Seats purchased per day: 50 until the upsell today.
+    assert data["seats"] == [50, 50, 60] and data["current_seats"] == 60
     # Ledger: initial 50, then +10.
     assert "+10" in body and "initial" in body
     assert "ORD-" + subscription.name in body
@@ -357,7 +365,7 @@ def test_subscription_page_without_reports_shows_empty_chart_state(
     client_for, support_agent, subscription
 ):
     body = client_for(support_agent).get(subscription.get_absolute_url()).content.decode()
-    assert "No seat reports in the last 120 days" in body
+    assert "No seat reports this term" in body
     assert 'id="usage-chart"' not in body
 
 
@@ -614,7 +622,7 @@ def test_customer_page_queries_do_not_grow_with_subscriptions(
         subscription = subscription_factory(customer)
         InstanceFactory(customer=customer, subscription=subscription)
     client = client_for(support_agent)
-    with django_assert_max_num_queries(14):
+    with django_assert_max_num_queries(15):
         response = client.get(customer.get_absolute_url())
     assert response.status_code == 200
 

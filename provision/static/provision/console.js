@@ -23,7 +23,7 @@
     return value || fallback;
   }
 
-  /* Seat usage: billable and max users per day, with the seats sold as a dashed line. */
+  /* Seat usage: billable and max users per day, with the seats purchased as a dashed line. */
   function renderUsageChart(canvas) {
     if (canvas.dataset.rendered === "true" || typeof window.Chart === "undefined") {
       return;
@@ -35,7 +35,11 @@
     var blue = cssVar("--tblr-primary", "#066fd1");
     var orange = cssVar("--tblr-orange", "#f76707");
     var red = cssVar("--tblr-red", "#d63939");
-    var seatsLine = data.labels.map(function () { return data.seats; });
+    // Seats purchased per day (they change during a term); a single number is drawn flat.
+    var seatsLine = Array.isArray(data.seats)
+      ? data.seats
+      : data.labels.map(function () { return data.seats; });
+    var seatsNow = Array.isArray(data.seats) ? data.seats[data.seats.length - 1] : data.seats;
     canvas.dataset.rendered = "true";
     new window.Chart(canvas, {
       type: "line",
@@ -61,7 +65,7 @@
             tension: 0.25
           },
           {
-            label: "Seats (" + data.seats + ")",
+            label: "Seats purchased (" + seatsNow + ")",
             data: seatsLine,
             borderColor: red,
             borderDash: [6, 4],

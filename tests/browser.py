@@ -1,4 +1,7 @@
-"""Headless Chromium for the end-to-end tests, driven by Playwright's sync API.
+"""Headless Chromium for the browser tests, driven by Playwright's sync API.
+
+The fixtures are registered once, in tests/conftest.py, so every browser test in any folder
+shares one Playwright instance (two sync instances in one process refuse to start).
 
 Playwright's sync API runs an asyncio event loop in the test thread; Django's ORM then refuses
 to run ("you cannot call this from an async context") unless told it is safe, which it is here:
@@ -11,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.conftest import require_service
+from tests.support import require_service
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
