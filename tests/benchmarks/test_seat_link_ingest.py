@@ -11,7 +11,8 @@ Setup (not timed):
   each with its license issued (``license_issue``: RSA, stored key, audit). A later run reuses
   the seed and resets what a run changes (instances, reports, rollups, license status,
   first-usage steps), so every run measures the same thing;
-* gunicorn started on a free port (worker class, workers and threads from the environment),
+* gunicorn started on a free port (gthread, one worker per core × 8 threads, unless
+  ``SEAT_BENCH_WORKER_CLASS``, ``SEAT_BENCH_WORKERS``, ``SEAT_BENCH_THREADS`` say otherwise),
   ``DATABASE_CONN_MAX_AGE=60``, rate limit off (all clients are 127.0.0.1).
 
 Timed, ``SEAT_BENCH_CLIENTS`` threads (32), each with its own keep-alive ``http.client``
@@ -62,9 +63,11 @@ CLIENTS = int(os.environ.get("SEAT_BENCH_CLIENTS", "32"))
 REQUESTS = int(os.environ.get("SEAT_BENCH_REQUESTS", "6000"))
 SECONDS = float(os.environ.get("SEAT_BENCH_SECONDS", "30"))
 PACED_RPS = float(os.environ.get("SEAT_BENCH_PACED_RPS", "100"))
-WORKER_CLASS = os.environ.get("SEAT_BENCH_WORKER_CLASS", "sync")
-WORKERS = int(os.environ.get("SEAT_BENCH_WORKERS", str(2 * (os.cpu_count() or 1) + 1)))
-THREADS = int(os.environ.get("SEAT_BENCH_THREADS", "1"))
+# The best of the configurations tried (docs/benchmarks.md): one gthread worker per core,
+# eight threads each. sync with 2 × cores + 1 workers is the other common choice.
+WORKER_CLASS = os.environ.get("SEAT_BENCH_WORKER_CLASS", "gthread")
+WORKERS = int(os.environ.get("SEAT_BENCH_WORKERS", str(os.cpu_count() or 1)))
+THREADS = int(os.environ.get("SEAT_BENCH_THREADS", "8"))
 SEED_BATCH = 200
 
 
