@@ -44,11 +44,10 @@ from provision.choices import (
     LicensingMethod,
     Plan,
     ProvisioningStepKind,
-    StepState,
     SubscriptionStatus,
 )
 from provision.exceptions import ApplicationError
-from provision.models import ProvisioningStep, Subscription
+from provision.models import Subscription
 from usage.models import Instance
 
 ACTIVATION_CODE_ALPHABET = string.ascii_letters + string.digits
@@ -428,15 +427,14 @@ def license_issue(
 
 
 def _mark_license_issued_steps(*, actor, subscription: Subscription, license: License) -> None:
-    from provision.services import provisioning_step_set_state
+    from provision.services import provisioning_steps_complete
 
-    open_steps = ProvisioningStep.objects.filter(
-        record__subscription=subscription, kind=ProvisioningStepKind.LICENSE_ISSUED
-    ).exclude(state__in=[StepState.DONE, StepState.SKIPPED])
-    for step in open_steps:
-        provisioning_step_set_state(
-            actor=actor, step=step, state=StepState.DONE, reason=f"License {license.pk} issued"
-        )
+    provisioning_steps_complete(
+        actor=actor,
+        subscription_id=subscription.pk,
+        kind=ProvisioningStepKind.LICENSE_ISSUED,
+        reason=f"License {license.pk} issued",
+    )
 
 
 @transaction.atomic
@@ -816,19 +814,15 @@ def license_delivery_mark_sent(*, delivery_id: int, message_id: str) -> LicenseD
         reason=f"E-mailed to {delivery.recipient_email}",
         metadata={"delivery_id": delivery.pk, "message_id": delivery.message_id},
     )
-    from provision.services import provisioning_step_set_state
+    from provision.services import provisioning_steps_complete
 
-    open_steps = ProvisioningStep.objects.filter(
-        record__subscription=subscription, kind=ProvisioningStepKind.DELIVERED
-    ).exclude(state__in=[StepState.DONE, StepState.SKIPPED])
     what = "License file" if delivery.license_id else "Activation code"
-    for step in open_steps:
-        provisioning_step_set_state(
-            actor=None,
-            step=step,
-            state=StepState.DONE,
-            reason=f"{what} e-mailed to {delivery.recipient_email}",
-        )
+    provisioning_steps_complete(
+        actor=None,
+        subscription_id=subscription.pk,
+        kind=ProvisioningStepKind.DELIVERED,
+        reason=f"{what} e-mailed to {delivery.recipient_email}",
+    )
     return delivery
 
 
@@ -1019,19 +1013,15 @@ def _instance_record_activation(
 
 
 def _close_activated_steps(*, subscription: Subscription, instance_uuid: uuid.UUID) -> None:
-    from provision.services import provisioning_step_set_state
+    from provision.services import provisioning_steps_complete
 
-    open_steps = ProvisioningStep.objects.filter(
-        record__subscription=subscription, kind=ProvisioningStepKind.ACTIVATED
-    ).exclude(state__in=[StepState.DONE, StepState.SKIPPED])
-    for step in open_steps:
-        provisioning_step_set_state(
-            actor=None,
-            actor_kind=ActorKind.INSTANCE,
-            step=step,
-            state=StepState.DONE,
-            reason=f"Instance {instance_uuid} activated",
-        )
+    provisioning_steps_complete(
+        actor=None,
+        actor_kind=ActorKind.INSTANCE,
+        subscription_id=subscription.pk,
+        kind=ProvisioningStepKind.ACTIVATED,
+        reason=f"Instance {instance_uuid} activated",
+    )
 
 
 @transaction.atomic

@@ -693,6 +693,28 @@ def provisioning_step_set_state(
     return step
 
 
+def provisioning_steps_complete(
+    *, actor, subscription_id: int, kind: str, reason: str, actor_kind: str | None = None
+) -> int:
+    """Mark the subscription's open (pending or failed) steps of ``kind`` done, each audited.
+
+    The one way licensing, delivery, activation, namespaces and usage close their step of an
+    order; cheap when nothing is open (one indexed query).
+    """
+    steps = list(
+        ProvisioningStep.objects.filter(
+            record__subscription_id=subscription_id,
+            kind=kind,
+            state__in=[StepState.PENDING, StepState.FAILED],
+        )
+    )
+    for step in steps:
+        provisioning_step_set_state(
+            actor=actor, actor_kind=actor_kind, step=step, state=StepState.DONE, reason=reason
+        )
+    return len(steps)
+
+
 # --- Notes ------------------------------------------------------------------------------------
 
 

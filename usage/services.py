@@ -27,12 +27,11 @@ from provision.choices import (
     ActorKind,
     Deployment,
     ProvisioningStepKind,
-    StepState,
     SubscriptionStatus,
 )
 from provision.exceptions import ApplicationError
-from provision.models import ProvisioningStep, SeatLedgerEntry, Subscription
-from provision.services import provisioning_step_set_state
+from provision.models import SeatLedgerEntry, Subscription
+from provision.services import provisioning_steps_complete
 from usage.choices import SeatReportSource
 from usage.models import Namespace, SeatReport, SubscriptionUsageDaily
 
@@ -268,23 +267,13 @@ def _seats_owed(*, max_seats_used: int, subscription: Subscription | None) -> in
 
 
 def _complete_open_steps(*, actor, subscription: Subscription, kind: str, reason: str) -> int:
-    """Mark the subscription's open provisioning steps of ``kind`` done (each audited)."""
-    steps = list(
-        ProvisioningStep.objects.filter(
-            record__subscription=subscription,
-            kind=kind,
-            state__in=[StepState.PENDING, StepState.FAILED],
-        )
+    return provisioning_steps_complete(
+        actor=actor,
+        subscription_id=subscription.pk,
+        kind=kind,
+        reason=reason,
+        actor_kind=None if actor is not None else ActorKind.SYSTEM,
     )
-    for step in steps:
-        provisioning_step_set_state(
-            actor=actor,
-            step=step,
-            state=StepState.DONE,
-            reason=reason,
-            actor_kind=None if actor is not None else ActorKind.SYSTEM,
-        )
-    return len(steps)
 
 
 @transaction.atomic
@@ -1082,18 +1071,13 @@ def _seat_link_license_first_sync(*, license, instance_uuid) -> None:
 
 def _seat_link_close_first_usage(*, subscription_id: int, data) -> None:
     who = f"instance {data.instance_uuid}" if data.instance_uuid else "an instance"
-    open_steps = ProvisioningStep.objects.filter(
-        record__subscription_id=subscription_id, kind=ProvisioningStepKind.FIRST_USAGE
-    ).exclude(state__in=[StepState.DONE, StepState.SKIPPED])
-    for step in open_steps:
-        # Locks the step and returns early when a concurrent report closed it first.
-        provisioning_step_set_state(
-            actor=None,
-            actor_kind=ActorKind.INSTANCE,
-            step=step,
-            state=StepState.DONE,
-            reason=f"First Seat Link received from {who} for {data.report_date:%Y-%m-%d}",
-        )
+    provisioning_steps_complete(
+        actor=None,
+        actor_kind=ActorKind.INSTANCE,
+        subscription_id=subscription_id,
+        kind=ProvisioningStepKind.FIRST_USAGE,
+        reason=f"First Seat Link received from {who} for {data.report_date:%Y-%m-%d}",
+    )
 
 
 def _seat_link_answer(*, license, subscription: Subscription, today: date) -> dict:

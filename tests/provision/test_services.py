@@ -242,3 +242,28 @@ def test_audit_record_outside_a_transaction_is_refused():
 def test_subscription_seats_check_constraint_in_database(subscription):
     with pytest.raises(IntegrityError), transaction.atomic():
         Subscription.objects.filter(pk=subscription.pk).update(seats=-1)
+
+
+def test_provisioning_steps_complete_closes_open_steps_of_a_kind_once(support_agent, customer):
+    subscription = subscription_factory(customer)
+    record = subscription.provisioning_records.get()
+    delivered = record.steps.get(kind=ProvisioningStepKind.DELIVERED)
+    services.provisioning_step_set_state(
+        actor=support_agent, step=delivered, state=StepState.FAILED, error="bounce", reason="r"
+    )
+    closed = services.provisioning_steps_complete(
+        actor=None,
+        subscription_id=subscription.pk,
+        kind=ProvisioningStepKind.DELIVERED,
+        reason="Re-sent",
+    )
+    again = services.provisioning_steps_complete(
+        actor=None,
+        subscription_id=subscription.pk,
+        kind=ProvisioningStepKind.DELIVERED,
+        reason="Re-sent",
+    )
+    delivered.refresh_from_db()
+    assert (closed, again) == (1, 0)
+    assert delivered.state == StepState.DONE and delivered.last_error == ""
+    assert last_event().changes == {"delivered": ["failed", "done"]}
