@@ -10,7 +10,6 @@ import json
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -27,31 +26,10 @@ from provision import permissions
 from provision import selectors as provision_selectors
 from provision.decorators import role_required
 from provision.exceptions import ApplicationError
+from provision.view_helpers import apply_service_errors, page_of, querystring_without_page
 
-LIST_PAGE_SIZE = 50
 PUBLIC_KEY_FILENAME = "provision-license.pub"
 Policy = permissions.LicensePolicy
-
-
-def _apply_errors(form, error) -> None:
-    """Show a service's refusal on the form instead of a 500."""
-    if isinstance(error, ApplicationError):
-        form.add_error(None, error.message)
-        return
-    if hasattr(error, "message_dict"):
-        for field, field_errors in error.message_dict.items():
-            target = field if field in form.fields else None
-            for message in field_errors:
-                form.add_error(target, message)
-    else:
-        for message in error.messages:
-            form.add_error(None, message)
-
-
-def _querystring_without_page(request) -> str:
-    params = request.GET.copy()
-    params.pop("page", None)
-    return params.urlencode()
 
 
 def _issue_preview(subscription, kind: str) -> dict:
@@ -76,14 +54,14 @@ def _issue_preview(subscription, kind: str) -> dict:
 @role_required(Policy.can_view)
 def license_list(request):
     licenses, filterset = selectors.license_list(actor=request.user, filters=request.GET)
-    page = Paginator(licenses, LIST_PAGE_SIZE).get_page(request.GET.get("page"))
+    page = page_of(request, licenses)
     return render(
         request,
         "licenses/license_list.html",
         {
             "filter": filterset,
             "page_obj": page,
-            "querystring": _querystring_without_page(request),
+            "querystring": querystring_without_page(request),
         },
     )
 
@@ -170,7 +148,7 @@ def license_revoke(request, pk: int):
                 ticket_url=form.cleaned_data["ticket_url"],
             )
         except (ApplicationError, ValidationError) as error:
-            _apply_errors(form, error)
+            apply_service_errors(form, error)
         else:
             messages.success(request, f"License {license.pk} revoked (it was {old}).")
             return redirect(license)
@@ -203,7 +181,7 @@ def license_reissue(request, pk: int):
                 ticket_url=form.cleaned_data["ticket_url"],
             )
         except (ApplicationError, ValidationError) as error:
-            _apply_errors(form, error)
+            apply_service_errors(form, error)
         else:
             replaced = f"; it supersedes license {new.supersedes_id}" if new.supersedes_id else ""
             messages.success(request, f"License {new.pk} issued{replaced}.")
@@ -236,7 +214,7 @@ def license_send(request, pk: int):
                 ticket_url=form.cleaned_data["ticket_url"],
             )
         except (ApplicationError, ValidationError) as error:
-            _apply_errors(form, error)
+            apply_service_errors(form, error)
         else:
             _delivery_message(request, delivery, what=f"License file {license_filename(license)}")
             return redirect(f"{license.get_absolute_url()}#deliveries")
@@ -292,7 +270,7 @@ def license_issue(request, pk: int):
                 ticket_url=form.cleaned_data["ticket_url"],
             )
         except (ApplicationError, ValidationError) as error:
-            _apply_errors(form, error)
+            apply_service_errors(form, error)
         else:
             replaced = (
                 f", superseding license {license.supersedes_id}" if license.supersedes_id else ""
@@ -328,7 +306,7 @@ def activation_code_send(request, pk: int):
                 ticket_url=form.cleaned_data["ticket_url"],
             )
         except (ApplicationError, ValidationError) as error:
-            _apply_errors(form, error)
+            apply_service_errors(form, error)
         else:
             _delivery_message(
                 request, delivery, what=f"New activation code …{activation_code.code_hint}"
@@ -378,7 +356,7 @@ def activation_code_release(request, pk: int):
                 ticket_url=form.cleaned_data["ticket_url"],
             )
         except (ApplicationError, ValidationError) as error:
-            _apply_errors(form, error)
+            apply_service_errors(form, error)
         else:
             messages.success(
                 request,

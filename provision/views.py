@@ -2,7 +2,6 @@
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -14,34 +13,7 @@ from provision import permissions, selectors, services
 from provision.decorators import role_required
 from provision.exceptions import ApplicationError
 from provision.forms import CustomerEditForm, NoteForm, SeatsChangeForm
-
-LIST_PAGE_SIZE = 50
-
-
-def _apply_errors(form, error) -> None:
-    """Show a service's refusal on the form instead of a 500."""
-    if isinstance(error, ApplicationError):
-        form.add_error(None, error.message)
-        return
-    if hasattr(error, "message_dict"):
-        for field, field_errors in error.message_dict.items():
-            target = field if field in form.fields else None
-            for message in field_errors:
-                form.add_error(target, message)
-    else:
-        for message in error.messages:
-            form.add_error(None, message)
-
-
-def _page(request, queryset):
-    paginator = Paginator(queryset, LIST_PAGE_SIZE)
-    return paginator.get_page(request.GET.get("page"))
-
-
-def _querystring_without_page(request) -> str:
-    params = request.GET.copy()
-    params.pop("page", None)
-    return params.urlencode()
+from provision.view_helpers import apply_service_errors, page_of, querystring_without_page
 
 
 @role_required(permissions.is_staff_member)
@@ -76,7 +48,7 @@ def customer_list(request):
     if book_default:
         filters["account_owner_id"] = str(request.user.pk)
     customers, filterset = selectors.customer_list(actor=request.user, filters=filters)
-    page = _page(request, customers)
+    page = page_of(request, customers)
     template = "provision/customer_list.html"
     if request.htmx and request.htmx.target == "customer-results":
         template = "provision/_customer_rows.html"
@@ -87,7 +59,7 @@ def customer_list(request):
             "filter": filterset,
             "page_obj": page,
             "book_default": book_default,
-            "querystring": _querystring_without_page(request),
+            "querystring": querystring_without_page(request),
         },
     )
     # The same URL serves the whole page and the htmx fragment; caches must keep them apart.
@@ -156,7 +128,7 @@ def customer_edit(request, pk: int):
                 ticket_url=form.cleaned_data["ticket_url"],
             )
         except (ApplicationError, ValidationError) as error:
-            _apply_errors(form, error)
+            apply_service_errors(form, error)
         else:
             messages.success(request, f"Customer {customer.name} saved.")
             return redirect(customer)
@@ -222,7 +194,7 @@ def subscription_seats_change(request, pk: int):
                 ticket_url=form.cleaned_data["ticket_url"],
             )
         except (ApplicationError, ValidationError) as error:
-            _apply_errors(form, error)
+            apply_service_errors(form, error)
         else:
             messages.success(
                 request,
@@ -244,8 +216,8 @@ def provisioning_record_list(request):
         "provision/provisioningrecord_list.html",
         {
             "filter": filterset,
-            "page_obj": _page(request, records),
-            "querystring": _querystring_without_page(request),
+            "page_obj": page_of(request, records),
+            "querystring": querystring_without_page(request),
         },
     )
 
@@ -258,8 +230,8 @@ def audit_event_list(request):
         "provision/auditevent_list.html",
         {
             "filter": filterset,
-            "page_obj": _page(request, events),
-            "querystring": _querystring_without_page(request),
+            "page_obj": page_of(request, events),
+            "querystring": querystring_without_page(request),
         },
     )
 

@@ -4,7 +4,6 @@ Thin: selectors read, services write, one service call per POST.
 """
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
@@ -14,21 +13,15 @@ from provision import permissions
 from provision import selectors as provision_selectors
 from provision.decorators import role_required
 from provision.exceptions import ApplicationError
+from provision.view_helpers import page_of, querystring_without_page
 from usage import selectors, services
 from usage.choices import UsageFileImportStatus
 from usage.forms import UsageFileUploadForm
 
-LIST_PAGE_SIZE = 50
 # How many imports the license and customer pages list; the rest are one click away.
 USAGE_FILES_SHOWN = 10
 # Usage files come from air-gapped instances: offline cloud and legacy licenses (§3.1).
 USAGE_FILE_LICENSE_KINDS = (LicenseKind.OFFLINE_CLOUD, LicenseKind.LEGACY)
-
-
-def _querystring_without_page(request) -> str:
-    params = request.GET.copy()
-    params.pop("page", None)
-    return params.urlencode()
 
 
 # --- Usage files --------------------------------------------------------------------------------
@@ -37,14 +30,14 @@ def _querystring_without_page(request) -> str:
 @role_required(permissions.is_staff_member)
 def usage_file_import_list(request):
     imports, filterset = selectors.usage_file_import_list(actor=request.user, filters=request.GET)
-    page = Paginator(imports, LIST_PAGE_SIZE).get_page(request.GET.get("page"))
+    page = page_of(request, imports)
     return render(
         request,
         "usage/usagefileimport_list.html",
         {
             "filter": filterset,
             "page_obj": page,
-            "querystring": _querystring_without_page(request),
+            "querystring": querystring_without_page(request),
         },
     )
 
