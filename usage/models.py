@@ -121,6 +121,8 @@ class SeatReport(models.Model):
         indexes = [
             models.Index(fields=["subscription", "-report_date"]),
             models.Index(fields=["instance", "-report_date"]),
+            # The minute rollup reads the reports received since its previous run.
+            models.Index(fields=["received_at"], name="seatreport_received_at"),
             models.Index(
                 fields=["namespace", "-report_date"],
                 condition=Q(namespace__isnull=False),

@@ -175,20 +175,27 @@ ROLLUP_RECENT_OVERLAP = timedelta(minutes=10)
 
 
 def subscription_usage_rollup_recent(*, now: datetime | None = None, days: int = 2) -> dict:
-    """Safety net for the inline rollups: re-roll the last ``days`` days (today, yesterday)
-    of the subscriptions whose rollup is behind their reports or their seats.
+    """Roll up every (subscription, day) whose seat reports arrived since the previous run, and
+    the last ``days`` days (today, yesterday) of subscriptions whose seats changed since then.
 
-    Candidates are the seat reports dated in the window and received since the previous run
-    whose day has no rollup row computed after the report arrived (the inline rollup failed
-    or the writer skipped it), plus the subscriptions whose seats changed since the previous
-    run after a day of the window was rolled up (overage and utilisation depend on seats).
+    This is how Seat Link reports reach ``SubscriptionUsageDaily`` (the task runs every
+    minute): one rollup per subscription and day however many instances reported, off the
+    request path. For usage-file imports and GitLab.com figures, which roll up inline, it is
+    the safety net. Candidates:
+
+    * seat reports received since the previous run (any report date: an instance that was
+      offline for a week sends old days too) whose day has no rollup row computed after the
+      report arrived;
+    * subscriptions whose seats changed since the previous run after a day of the window was
+      rolled up (overage and utilisation depend on seats).
+
     Each subscription is rolled up in its own transaction; one failure is logged and does not
     stop the others, and the watermark then stays put so the next run retries it.
 
-    Cost: one pass over the window's seat reports with a ``received_at`` filter. SeatReport
-    has no index on ``received_at`` or ``report_date`` alone (see the model); at full size a
-    BRIN index on ``received_at`` (a few hundred KB: rows arrive in time order) or the
-    planned monthly partitions keep this run cheap. It runs hourly.
+    Cost: an index range scan of ``received_at`` over the reports since the previous run (a
+    minute's worth), plus four statements per subscription rolled up. Without a watermark
+    (first run, cache flushed, a per-process cache) the run covers the reports received since
+    the start of the window, which is still correct.
     """
     now = now or timezone.now()
     today = timezone.localdate(now)
@@ -205,7 +212,7 @@ def subscription_usage_rollup_recent(*, now: datetime | None = None, days: int =
         computed_at__gte=OuterRef("received_at"),
     )
     behind = (
-        SeatReport.objects.filter(report_date__in=window, received_at__gte=since)
+        SeatReport.objects.filter(received_at__gte=since)
         .filter(~Exists(rolled_up_after_report))
         .values_list("subscription_id", "report_date")
         .distinct()
@@ -814,7 +821,6 @@ def seat_link_ingest(
       its original timestamp) that lands after a manual sync puts that day's earlier counts
       back, until the next report. The raw payload is kept without the key (kilobytes a row,
       and a credential; the license row has its hash);
-    * the subscription's daily rollup for that date (``subscription_usage_rollup``);
     * the license issued → active, by a conditional update (the first sync with that key);
     * an open "first usage" provisioning step → done, only when the lookup saw one open.
 
@@ -827,11 +833,16 @@ def seat_link_ingest(
     issued → active) and the first-usage step (``provision.provisioning_step_changed``). The
     actor is the instance (actor None, kind "instance").
 
+    The subscription's daily rollup is not computed here: the ``usage_rollup_recent`` task
+    (every minute) rolls up each (subscription, day) whose reports arrived since its previous
+    run, once however many of the subscription's instances reported. Inline it cost 60 % of
+    the request's CPU and serialised a subscription's instances on its row lock.
+
     Queries on the daily path (known instance, unchanged license, no later term): one lookup
     (license, subscription and every decision above, ``seat_link_license_lookup``), the
-    instance upsert, the report upsert, and the rollup's own four. The rare paths (a new
-    instance, a license's first sync, the first-usage step, a new key to send, future terms)
-    read what they need when they need it.
+    instance update and the report upsert. The rare paths (a new instance, a license's first
+    sync, the first-usage step, a new key to send, future terms) read what they need when
+    they need it.
     """
     from usage import seat_link
     from usage.selectors import seat_link_license_lookup
@@ -877,9 +888,9 @@ def seat_link_ingest(
                 "received_at",
             ],
         )
-        # Locks the subscription row: after the instance and report rows, before the license,
-        # the order license_issue (subscription, then license) also takes them in.
-        subscription_usage_rollup(subscription_id=subscription.pk, dates=[data.report_date])
+        # No rollup here: ``usage_rollup_recent`` (every minute) rolls up the days whose
+        # reports arrived since its last run, once per subscription and day however many
+        # instances reported (docs/benchmarks.md, "Seat Link ingest").
         _seat_link_license_first_sync(license=license, instance_uuid=data.instance_uuid)
         if license.first_usage_open:
             _seat_link_close_first_usage(subscription_id=subscription.pk, data=data)
@@ -1029,13 +1040,10 @@ def _seat_link_instance_upsert(*, data, license, subscription, now: datetime) ->
                 f"{subscription.name}",
                 metadata={"license": license.pk},
             )
-    Instance.objects.bulk_create(
-        [row],
-        update_conflicts=True,
-        unique_fields=["instance_id"],
-        update_fields=list(values),
-    )
-    return row.pk if row.pk is not None else prior_pk
+    # The row exists (the lookup or get_or_create saw it, and instances are never deleted):
+    # a plain UPDATE by primary key, the cheapest statement that says it.
+    Instance.objects.filter(pk=prior_pk).update(**values)
+    return prior_pk
 
 
 def _seat_link_license_first_sync(*, license, instance_uuid) -> None:

@@ -23,7 +23,7 @@ connection, every phase bounded by ``SEAT_BENCH_REQUESTS`` requests and ``SEAT_B
    subscriptions (instance created and audited, license issued → active, first-usage step
    closed on each subscription's first);
 3. the daily Seat Link of the same instances, dated the next day (the steady state: known
-   instance, a new report row, the rollup);
+   instance, a new report row; the rollup is the minute task's, not the request's);
 4. ``GET /-/ping`` again (the ratio uses the mean of both ping phases);
 5. the daily Seat Link paced at ``SEAT_BENCH_PACED_RPS`` in total (latency below saturation).
 

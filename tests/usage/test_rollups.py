@@ -236,24 +236,26 @@ def test_the_rollup_task_is_scheduled_by_beat():
     assert "usage.tasks.usage_rollup_recent" in app.tasks
 
 
-def test_the_task_rolls_up_recent_reports_whose_inline_rollup_never_ran(
+def test_the_task_rolls_up_every_day_whose_reports_just_arrived(
     subscription, instances, fresh_watermark
 ):
     today = timezone.localdate()
-    # Reports written without a rollup (the writer's rollup failed or was skipped).
+    # Reports written without a rollup (Seat Link never rolls up inline), one of them for a
+    # day five days back: an instance that was offline sends its missed days when it returns.
     report(subscription, instances[0], today, 30, 31)
     report(subscription, instances[1], today - dt.timedelta(days=1), 20, 21)
     report(subscription, instances[0], today - dt.timedelta(days=5), 99, 99)
 
-    assert run_task() == {"subscriptions": 1, "days": 2, "failed": 0}
+    assert run_task() == {"subscriptions": 1, "days": 3, "failed": 0}
 
     rows = dict(
         SubscriptionUsageDaily.objects.filter(subscription=subscription).values_list(
             "date", "billable_users"
         )
     )
-    # Only the last two days: older days belong to whoever wrote them.
-    assert rows == {today: 30, today - dt.timedelta(days=1): 20}
+    assert rows == {today: 30, today - dt.timedelta(days=1): 20, today - dt.timedelta(days=5): 99}
+    # Rolled up after the reports arrived: the next run finds nothing to do.
+    assert run_task() == {"subscriptions": 0, "days": 0, "failed": 0}
 
 
 def test_the_task_skips_subscriptions_whose_rollup_is_current(

@@ -38,7 +38,7 @@ from tests.factories import (
 )
 from usage import seat_link
 from usage.models import Instance, SeatReport, SubscriptionUsageDaily
-from usage.services import SEAT_LINK_SUPERSEDED_GRACE
+from usage.services import SEAT_LINK_SUPERSEDED_GRACE, subscription_usage_rollup_recent
 
 pytestmark = pytest.mark.django_db
 
@@ -276,6 +276,9 @@ def test_a_second_report_the_same_day_updates_the_same_row_and_answers_200(clien
     assert report.raw_payload["timestamp"] == second["timestamp"]
     assert report.received_at > received_first
     assert Instance.objects.count() == 1
+    # Seat Link does not roll up inline; the minute task does, from the updated row.
+    assert not SubscriptionUsageDaily.objects.filter(subscription=license.subscription).exists()
+    subscription_usage_rollup_recent()
     daily = SubscriptionUsageDaily.objects.get(subscription=license.subscription)
     assert (daily.billable_users, daily.max_users) == (44, 50)
 
@@ -567,9 +570,8 @@ def test_the_daily_report_of_a_known_instance_costs_a_handful_of_queries(client,
         for q in queries.captured_queries
         if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))
     ]
-    # License lookup, instance upsert, report upsert; the rollup's lock, aggregate, seat ledger
-    # and upsert (usage.services.subscription_usage_rollup).
-    assert len(statements) == 7, "\n".join(statements)
+    # License lookup, instance update, report upsert; the rollup is the minute task's.
+    assert len(statements) == 3, "\n".join(statements)
 
 
 # --- refusals: 4xx, JSON, nothing stored ------------------------------------------------------

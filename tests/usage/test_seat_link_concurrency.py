@@ -30,6 +30,7 @@ from tests.usage.test_seat_link import (  # noqa: F401 - fixtures
     signing_key,
 )
 from usage.models import Instance, SeatReport, SubscriptionUsageDaily
+from usage.services import subscription_usage_rollup_recent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,6 +82,7 @@ def test_twenty_identical_seat_links_at_once_make_one_row_and_twenty_successes(l
     assert all("license" not in answer for _, answer in results)
     assert SeatReport.objects.count() == 1
     assert Instance.objects.count() == 1
+    subscription_usage_rollup_recent()
     assert SubscriptionUsageDaily.objects.get().billable_users == 40
     # Each fact audited once, however many requests raced to it.
     assert AuditEvent.objects.filter(action="usage.instance_registered").count() == 1
@@ -111,7 +113,8 @@ def test_twenty_instances_of_one_subscription_at_once_all_count_in_the_rollup(li
     assert [status for status, _ in results] == [200] * THREADS, results
     assert SeatReport.objects.count() == THREADS
     assert Instance.objects.count() == THREADS
-    # The rollup serialises on the subscription: the last one saw every report.
+    # The minute rollup (Seat Link does not roll up inline) counts every instance's report.
+    assert subscription_usage_rollup_recent()["days"] == 1
     daily = SubscriptionUsageDaily.objects.get()
     assert daily.billable_users == sum(range(1, THREADS + 1))
     assert AuditEvent.objects.filter(action="usage.instance_registered").count() == THREADS

@@ -346,6 +346,7 @@ def test_the_list_page_queries_do_not_grow_with_imports(
 
 # --- in the browser -----------------------------------------------------------------------------
 
+
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_support_agent_imports_a_usage_file_on_the_license_page(
