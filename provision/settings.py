@@ -287,10 +287,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "licenses.tasks.license_deliveries_requeue",
         "schedule": crontab(minute="*/15"),
     },
-    # Safety net for the inline rollups (Seat Link, usage files, GitLab.com figures).
+    # Seat Link reports reach the daily rollups through this (usage files and GitLab.com
+    # figures roll up inline; for them it is the safety net). Incremental: reports received
+    # since the previous run. Expires so that a backlog never queues duplicate runs.
     "usage-rollup-recent": {
         "task": "usage.tasks.usage_rollup_recent",
-        "schedule": crontab(minute=35),
+        "schedule": 60.0,
+        "options": {"expires": 55},
     },
 }
 
@@ -335,6 +338,51 @@ for _name, _value in (
 ):
     if _value < 0:
         raise ImproperlyConfigured(f"{_name} must be 0 or more, got {_value}")
+
+# --- CRM sync (docs/crm.md) ------------------------------------------------------------------
+# Salesforce: the org's instance URL and one way to authenticate, tried in this order: a ready
+# session (SALESFORCE_ACCESS_TOKEN), the JWT bearer flow (SALESFORCE_CONSUMER_KEY + a private
+# key), or username + password + security token. No credentials = the target is not configured
+# and runs of it fail with a clear error.
+SALESFORCE_INSTANCE_URL = env_str("SALESFORCE_INSTANCE_URL", "")
+SALESFORCE_ACCESS_TOKEN = env_str("SALESFORCE_ACCESS_TOKEN", "")
+SALESFORCE_USERNAME = env_str("SALESFORCE_USERNAME", "")
+SALESFORCE_PASSWORD = env_str("SALESFORCE_PASSWORD", "")
+SALESFORCE_SECURITY_TOKEN = env_str("SALESFORCE_SECURITY_TOKEN", "")
+SALESFORCE_CONSUMER_KEY = env_str("SALESFORCE_CONSUMER_KEY", "")
+SALESFORCE_PRIVATE_KEY = env_str("SALESFORCE_PRIVATE_KEY", "")
+SALESFORCE_PRIVATE_KEY_FILE = env_str("SALESFORCE_PRIVATE_KEY_FILE", "")
+# "login", "test" (sandboxes) or "<mydomain>.my": where password and JWT logins go.
+SALESFORCE_DOMAIN = env_str("SALESFORCE_DOMAIN", "login")
+# Pinned: sObject Collections upsert needs 46.0 or later; simple-salesforce's default moves.
+SALESFORCE_API_VERSION = env_str("SALESFORCE_API_VERSION", "59.0")
+# Seconds before any one HTTP call to Salesforce gives up (simple-salesforce sets none).
+SALESFORCE_TIMEOUT_SECONDS = env_int("SALESFORCE_TIMEOUT_SECONDS", 30)
+# Plain http:// instance URLs are refused unless this is true: for the test doubles only.
+SALESFORCE_ALLOW_HTTP = env_bool("SALESFORCE_ALLOW_HTTP", False)
+# A run sending more rows than this to one object uses Bulk API 2.0; fewer go through sObject
+# Collections (200 a call), as Salesforce advises below 2,000 rows.
+SALESFORCE_BULK_THRESHOLD = env_int("SALESFORCE_BULK_THRESHOLD", 2000)
+# Seconds simple-salesforce waits before its first poll of a Bulk API 2.0 job (then it polls
+# every ≤ 2 s until the job ends).
+SALESFORCE_BULK_WAIT_SECONDS = env_int("SALESFORCE_BULK_WAIT_SECONDS", 1)
+# Gainsight: tenant base URL and access key (header `accesskey`). http:// only for test doubles.
+GAINSIGHT_BASE_URL = env_str("GAINSIGHT_BASE_URL", "")
+GAINSIGHT_ACCESS_KEY = env_str("GAINSIGHT_ACCESS_KEY", "")
+GAINSIGHT_ALLOW_HTTP = env_bool("GAINSIGHT_ALLOW_HTTP", False)
+GAINSIGHT_TIMEOUT_SECONDS = env_int("GAINSIGHT_TIMEOUT_SECONDS", 30)
+# Client-side budget, kept under Gainsight's fixed windows of 100 calls/min and 50,000/day.
+GAINSIGHT_CALLS_PER_MINUTE = env_int("GAINSIGHT_CALLS_PER_MINUTE", 90)
+GAINSIGHT_CALLS_PER_DAY = env_int("GAINSIGHT_CALLS_PER_DAY", 45000)
+for _name, _value in (
+    ("SALESFORCE_TIMEOUT_SECONDS", SALESFORCE_TIMEOUT_SECONDS),
+    ("SALESFORCE_BULK_THRESHOLD", SALESFORCE_BULK_THRESHOLD),
+    ("GAINSIGHT_TIMEOUT_SECONDS", GAINSIGHT_TIMEOUT_SECONDS),
+    ("GAINSIGHT_CALLS_PER_MINUTE", GAINSIGHT_CALLS_PER_MINUTE),
+    ("GAINSIGHT_CALLS_PER_DAY", GAINSIGHT_CALLS_PER_DAY),
+):
+    if _value < 1:
+        raise ImproperlyConfigured(f"{_name} must be 1 or more, got {_value}")
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {
