@@ -24,6 +24,10 @@ class CrmRecordState(models.Model):
     last_pushed_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # When a change to the customer's usage or licenses was first noted and not yet pushed.
+    # A run clears it only if it is not later than the moment the run read the payload, so a
+    # change made while a run is sending is pushed by the next run, not forgotten.
+    dirty_since = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -50,9 +54,18 @@ class SyncRun(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     request_id = models.CharField(max_length=64, blank=True)
+    # A push of one customer (staff "push now"); empty = every candidate of the target.
+    customer = models.ForeignKey(
+        "provision.Customer", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    dry_run = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Written after every batch: a running run whose heartbeat is older than
+    # CRM_SYNC_STALE_AFTER_SECONDS lost its worker and is taken over.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    considered = models.PositiveIntegerField(default=0)
     sent = models.PositiveIntegerField(default=0)
     created = models.PositiveIntegerField(default=0)
     updated = models.PositiveIntegerField(default=0)
@@ -67,7 +80,13 @@ class SyncRun(models.Model):
             models.CheckConstraint(
                 condition=Q(finished_at__isnull=True) | Q(started_at__isnull=False),
                 name="syncrun_finished_after_started",
-            )
+            ),
+            # One run per target at a time, enforced by the database (two workers, two beats).
+            models.UniqueConstraint(
+                fields=["target"],
+                condition=Q(status="running"),
+                name="syncrun_one_running_per_target",
+            ),
         ]
 
     def __str__(self):

@@ -12,7 +12,7 @@ import environ
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from provision.env import env_bool, env_choice, env_int, env_list, env_str
+from provision.env import env_bool, env_choice, env_int, env_json_object, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PROVISION_VAR_DIR", str(BASE_DIR / "var")))
@@ -290,6 +290,32 @@ CELERY_BEAT_SCHEDULE = {
     # Seat Link reports reach the daily rollups through this (usage files and GitLab.com
     # figures roll up inline; for them it is the safety net). Incremental: reports received
     # since the previous run. Expires so that a backlog never queues duplicate runs.
+    # CRM sync (docs/crm.md): only what changed every 15 minutes, everything diffed nightly.
+    # Each target on its own entry, so an admin can pause or move one in the admin.
+    "crm-sync-salesforce-incremental": {
+        "task": "crm_sync.tasks.crm_sync_target",
+        "schedule": crontab(minute="*/15"),
+        "kwargs": {"target": "salesforce", "kind": "incremental"},
+        "options": {"expires": 14 * 60},
+    },
+    "crm-sync-gainsight-incremental": {
+        "task": "crm_sync.tasks.crm_sync_target",
+        "schedule": crontab(minute="7,22,37,52"),
+        "kwargs": {"target": "gainsight", "kind": "incremental"},
+        "options": {"expires": 14 * 60},
+    },
+    "crm-sync-salesforce-full": {
+        "task": "crm_sync.tasks.crm_sync_target",
+        "schedule": crontab(hour=2, minute=30),
+        "kwargs": {"target": "salesforce", "kind": "full"},
+        "options": {"expires": 3600},
+    },
+    "crm-sync-gainsight-full": {
+        "task": "crm_sync.tasks.crm_sync_target",
+        "schedule": crontab(hour=3, minute=30),
+        "kwargs": {"target": "gainsight", "kind": "full"},
+        "options": {"expires": 3600},
+    },
     "usage-rollup-recent": {
         "task": "usage.tasks.usage_rollup_recent",
         "schedule": 60.0,
@@ -374,7 +400,20 @@ GAINSIGHT_TIMEOUT_SECONDS = env_int("GAINSIGHT_TIMEOUT_SECONDS", 30)
 # Client-side budget, kept under Gainsight's fixed windows of 100 calls/min and 50,000/day.
 GAINSIGHT_CALLS_PER_MINUTE = env_int("GAINSIGHT_CALLS_PER_MINUTE", 90)
 GAINSIGHT_CALLS_PER_DAY = env_int("GAINSIGHT_CALLS_PER_DAY", 45000)
+# The sync engine (crm_sync.services): field mapping overrides merged over the defaults in
+# crm_sync/mapping.py (JSON, see docs/crm.md); customers per batch sent in one go (a batch is
+# committed before the next starts, so a crash loses at most one batch's bookkeeping); how
+# long after the first change a change-triggered push waits for more changes; how long a run
+# may go without a heartbeat before another run takes over its target (a killed worker).
+CRM_FIELD_MAPPING = env_json_object("CRM_FIELD_MAPPING", {})
+# Where staff reach this Provision: links pushed to the CRM (the customer's console page).
+PROVISION_PUBLIC_URL = env_str("PROVISION_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+CRM_SYNC_BATCH_CUSTOMERS = env_int("CRM_SYNC_BATCH_CUSTOMERS", 2000)
+CRM_PUSH_DEBOUNCE_SECONDS = env_int("CRM_PUSH_DEBOUNCE_SECONDS", 60)
+CRM_SYNC_STALE_AFTER_SECONDS = env_int("CRM_SYNC_STALE_AFTER_SECONDS", 900)
 for _name, _value in (
+    ("CRM_SYNC_BATCH_CUSTOMERS", CRM_SYNC_BATCH_CUSTOMERS),
+    ("CRM_SYNC_STALE_AFTER_SECONDS", CRM_SYNC_STALE_AFTER_SECONDS),
     ("SALESFORCE_TIMEOUT_SECONDS", SALESFORCE_TIMEOUT_SECONDS),
     ("SALESFORCE_BULK_THRESHOLD", SALESFORCE_BULK_THRESHOLD),
     ("GAINSIGHT_TIMEOUT_SECONDS", GAINSIGHT_TIMEOUT_SECONDS),

@@ -99,6 +99,7 @@ _USAGE_FIELDS = (
     "Provision_Last_Usage_Sync__gc",
     "Provision_Last_Seat_Report_At__gc",
     "Provision_Plan__gc",
+    "Provision_License_Status__gc",
 )
 
 DEFAULT_OBJECTS: dict[str, ObjectSchema] = {
