@@ -423,7 +423,16 @@ def license_issue(
             metadata={"superseded_by": license.pk},
         )
     _mark_license_issued_steps(actor=actor, subscription=subscription, license=license)
+    _crm_changed(subscription.customer_id)
     return license
+
+
+def _crm_changed(customer_id: int) -> None:
+    """The CRMs carry each subscription's license status: queue the customer's push (after
+    the commit, debounced; crm_sync.services.crm_sync_request_push)."""
+    from crm_sync.services import crm_sync_request_push
+
+    crm_sync_request_push(customer_ids=[customer_id])
 
 
 def _mark_license_issued_steps(*, actor, subscription: Subscription, license: License) -> None:
@@ -470,6 +479,7 @@ def license_revoke(*, actor, license: License, reason: str, ticket_url: str = ""
         ticket_url=ticket_url,
         metadata={"key_sha256": license.key_sha256},
     )
+    _crm_changed(license.subscription.customer_id)
     return license
 
 
@@ -500,6 +510,7 @@ def licenses_mark_expired(*, today: date | None = None) -> int:
                 changes={"status": [old_status, LicenseStatus.EXPIRED]},
                 reason=f"Expiry date {license.expires_on.isoformat()} reached",
             )
+            _crm_changed(license.subscription.customer_id)
             expired += 1
     return expired
 

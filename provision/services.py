@@ -185,10 +185,19 @@ def customer_update(
         reason=reason,
         ticket_url=ticket_url,
     )
+    _crm_changed(customer.pk)
     return customer
 
 
 # --- Contacts ---------------------------------------------------------------------------------
+
+
+def _crm_changed(*customer_ids: int) -> None:
+    """The CRMs carry these customers' subscriptions and licenses: queue their push (sent after
+    the commit, debounced; crm_sync.services.crm_sync_request_push)."""
+    from crm_sync.services import crm_sync_request_push
+
+    crm_sync_request_push(customer_ids=customer_ids)
 
 
 @transaction.atomic
@@ -370,6 +379,7 @@ def subscription_create(
         order_reference=order_reference or f"ORD-{subscription.name}",
         kind=OrderKind.RENEWAL if renews else OrderKind.NEW,
     )
+    _crm_changed(customer.pk)
     return subscription
 
 
@@ -401,6 +411,7 @@ def subscription_update(
         reason=reason,
         ticket_url=ticket_url,
     )
+    _crm_changed(subscription.customer_id)
     return subscription
 
 
@@ -608,6 +619,7 @@ def subscriptions_expire(*, today: date | None = None) -> dict[str, int]:
                     changes={"status": [old, new]},
                     reason=f"Term {'ended' if new == SubscriptionStatus.EXPIRED else 'started'}",
                 )
+                _crm_changed(subscription.customer_id)
                 counts[label] += 1
     return counts
 

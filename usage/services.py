@@ -92,7 +92,9 @@ def subscription_usage_rollup(*, subscription_id: int, dates: Iterable[date]) ->
     Cost is independent of the number of dates: a lock on the subscription row, one aggregate
     over the reports of those days, one read of the subscription's seat ledger (a handful of
     rows: one per seat change) and one ``INSERT … ON CONFLICT DO UPDATE`` (split only past
-    SQLite's parameter limit, every 124 days). Nothing else is rescanned.
+    SQLite's parameter limit, every 124 days). Nothing else is rescanned. Then the customer is
+    marked changed for the CRMs (``crm_sync_request_push``: two statements per target, and one
+    debounced push queued after the commit).
 
     The lock serialises concurrent rollups of one subscription (two instances reporting in the
     same second): each recomputes from committed reports after the other's write, so the last
@@ -104,14 +106,15 @@ def subscription_usage_rollup(*, subscription_id: int, dates: Iterable[date]) ->
     if not days:
         return
     with transaction.atomic(savepoint=False):
-        current_seats = (
+        locked = (
             Subscription.objects.select_for_update()
             .filter(pk=subscription_id)
-            .values_list("seats", flat=True)
+            .values_list("seats", "customer_id")
             .first()
         )
-        if current_seats is None:
+        if locked is None:
             return
+        current_seats, customer_id = locked
         reports = SeatReport.objects.filter(subscription_id=subscription_id)
         if len(days) <= _ROLLUP_IN_LIST_MAX:
             reports = reports.filter(report_date__in=days)
@@ -163,6 +166,10 @@ def subscription_usage_rollup(*, subscription_id: int, dates: Iterable[date]) ->
                 unique_fields=["subscription", "date"],
                 update_fields=list(ROLLUP_UPDATE_FIELDS),
             )
+            # The CRMs carry these figures: queue the customer's push (after the commit).
+            from crm_sync.services import crm_sync_request_push
+
+            crm_sync_request_push(customer_ids=[customer_id])
 
 
 # The safety net's watermark: where the previous run of ``subscription_usage_rollup_recent``

@@ -14,6 +14,7 @@ from crm_sync.models import CrmRecordState, SyncRowError, SyncRun
 from crm_sync.selectors import crm_failing_targets, crm_payloads
 from provision.models import AuditEvent
 from tests.factories import (
+    ContactFactory,
     CustomerFactory,
     InstanceFactory,
     SeatReportFactory,
@@ -255,7 +256,9 @@ def test_a_dry_run_sends_nothing_and_says_what_it_would(salesforce_settings, fak
     assert summary.sample[0]["customer_key"] == customer.billing_account_number
     assert summary.sample[0]["account"]["billable_users"] == [None, 40]
     assert fake_salesforce.requests() == []
-    assert not CrmRecordState.objects.exists()
+    # Still pending (the rollup marked the customer), nothing recorded as accepted.
+    states = CrmRecordState.objects.filter(target=CrmTarget.SALESFORCE)
+    assert [(s.status, s.payload) for s in states] == [(RecordSyncStatus.PENDING, {})]
     assert SyncRun.objects.get().dry_run
 
 
@@ -384,3 +387,50 @@ def test_the_command_prints_the_summary_and_fails_with_one_line(
     with pytest.raises(CommandError) as failure:
         call_command("crm_sync", "--target", "salesforce", "--full", stdout=StringIO())
     assert "\n" not in str(failure.value) and "Salesforce sync failed" in str(failure.value)
+
+
+def test_usage_seat_and_license_changes_queue_the_customer_for_the_next_push(
+    salesforce_settings,
+    fake_salesforce,
+    support_lead,
+    django_capture_on_commit_callbacks,
+    settings,
+    tmp_path,
+):
+    from licenses.signing import generate_private_key_pem
+
+    key_file = tmp_path / "signing.pem"
+    key_file.write_bytes(generate_private_key_pem())
+    settings.LICENSE_PRIVATE_KEY = ""
+    settings.LICENSE_PRIVATE_KEY_FILE = str(key_file)
+    from licenses import services as license_services
+    from provision import services as provision_services
+
+    customer = customer_with_usage(seats=50)
+    ContactFactory(customer=customer)  # a license names the sold-to contact
+    subscription = customer.subscriptions.get()
+    services.crm_sync_run(target=CrmTarget.SALESFORCE, kind=SyncRunKind.FULL)
+    state = CrmRecordState.objects.get(target=CrmTarget.SALESFORCE, customer=customer)
+    assert state.status == RecordSyncStatus.SYNCED
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        provision_services.subscription_seats_change(
+            actor=support_lead, subscription=subscription, seats=60, reason="Upsell"
+        )
+        license = license_services.license_issue(
+            actor=support_lead, subscription=subscription, reason="New key"
+        )
+        license_services.license_revoke(actor=support_lead, license=license, reason="Leaked")
+
+    state.refresh_from_db()
+    assert state.status == RecordSyncStatus.PENDING and state.dirty_since is not None
+    assert callbacks, "a debounced push is queued after the commit"
+    summary = services.crm_sync_run(target=CrmTarget.SALESFORCE)
+    assert (summary.considered, summary.sent) == (1, 1)
+    usage = fake_salesforce.records("Provision_Subscription_Usage__c")[subscription.name]
+    assert usage["Provision_License_Status__c"] == "revoked"
+
+    # A new day of usage: the rollup marks the customer too.
+    report(subscription, billable=55, peak=58, day=TODAY + dt.timedelta(days=1))
+    state.refresh_from_db()
+    assert state.status == RecordSyncStatus.PENDING
