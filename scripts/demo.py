@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Run Provision locally: prepare the database, then the web app, a Celery worker and beat.
+"""Run Provision locally: prepare the database, then the web app, a Celery worker and beat,
+and the fake Salesforce and Gainsight that the CRM sync pushes to.
 
 Called by ``make demo`` with the project's virtualenv interpreter. Uses only the embedded
 defaults (SQLite and kombu's filesystem broker under ``var/``), so nothing else has to run.
@@ -33,7 +34,14 @@ START_TIMEOUT = 120  # seconds for all three processes to be up
 STOP_TIMEOUT = 15  # seconds for a graceful stop before SIGKILL
 
 _print_lock = threading.Lock()
-_COLOURS = {"web": "36", "worker": "35", "beat": "33", "demo": "1"}
+_COLOURS = {
+    "web": "36",
+    "worker": "35",
+    "beat": "33",
+    "salesforce": "34",
+    "gainsight": "32",
+    "demo": "1",
+}
 
 
 def say(name: str, line: str) -> None:
@@ -150,6 +158,44 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def free_port() -> int:
+    """A port nothing listens on now (the fake CRMs take it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def crm_fakes(env: dict[str, str]) -> tuple[list[Process], dict[str, str]]:
+    """The fake Salesforce and Gainsight (tests/fakes) as processes, and the settings that
+    point the CRM sync at them: a new user watches usage arrive in "their CRM" without one.
+    Changes are pushed 10 s after they happen instead of a minute, for the same reason."""
+    salesforce_port, gainsight_port = free_port(), free_port()
+    settings = {
+        "SALESFORCE_INSTANCE_URL": f"http://127.0.0.1:{salesforce_port}",
+        "SALESFORCE_ALLOW_HTTP": "true",
+        "SALESFORCE_USERNAME": "provision-sync@example.com",
+        "SALESFORCE_PASSWORD": "fake-password",
+        "SALESFORCE_SECURITY_TOKEN": "fake-security-token",
+        "GAINSIGHT_BASE_URL": f"http://127.0.0.1:{gainsight_port}",
+        "GAINSIGHT_ALLOW_HTTP": "true",
+        "GAINSIGHT_ACCESS_KEY": "fake-gainsight-access-key",
+        "CRM_PUSH_DEBOUNCE_SECONDS": "10",
+    }
+    processes = [
+        Process(
+            "salesforce",
+            [PYTHON, "-m", "tests.fakes.salesforce", "--port", str(salesforce_port)],
+            env,
+        ),
+        Process(
+            "gainsight",
+            [PYTHON, "-m", "tests.fakes.gainsight", "--port", str(gainsight_port)],
+            env,
+        ),
+    ]
+    return processes, settings
+
+
 def login_page_answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own URL
@@ -199,6 +245,10 @@ def main() -> int:
             f"run `make demo DEMO_PORT={port + 1}`"
         )
         return 1
+
+    fakes, crm_settings = crm_fakes(dict(env))
+    env.update(crm_settings)
+    env["PROVISION_PUBLIC_URL"] = url.rstrip("/")
 
     started = time.monotonic()
     run_step("Applying database migrations (SQLite under var/)", ["migrate", "--noinput"], env)
@@ -262,7 +312,7 @@ def main() -> int:
     beat = Process(
         "beat", [PYTHON, "-m", "celery", "-A", "provision", "beat", "--loglevel", "INFO"], env
     )
-    processes = [web, worker, beat]
+    processes = [*fakes, web, worker, beat]
 
     stopping = threading.Event()
 
@@ -278,7 +328,7 @@ def main() -> int:
             process.start()
         for process in processes:
             process.pump()
-        problem = supervise(processes, worker, url, started, logins, stopping)
+        problem = supervise(processes, worker, url, started, logins, stopping, crm_settings)
     finally:
         stop_all(processes)
         say("demo", "Stopped.")
@@ -288,7 +338,7 @@ def main() -> int:
     return 0
 
 
-def supervise(processes, worker, url, started, logins, stopping) -> str:
+def supervise(processes, worker, url, started, logins, stopping, crm_settings) -> str:
     """Wait for start-up, then watch until Ctrl-C. Returns why it stopped, or "" if asked to."""
 
     def dead() -> Process | None:
@@ -323,6 +373,12 @@ def supervise(processes, worker, url, started, logins, stopping) -> str:
     say("demo", f"Provision is up after {time.monotonic() - started:.0f}s: {url}")
     for line in logins:
         say("demo", line)
+    say(
+        "demo",
+        "CRM sync pushes to a fake Salesforce and Gainsight; what they hold: "
+        f"{crm_settings['SALESFORCE_INSTANCE_URL']}/__fake__/records/Account and "
+        f"{crm_settings['GAINSIGHT_BASE_URL']}/__fake__/records/Company",
+    )
     say("demo", "Worker and beat are running. Press Ctrl-C to stop everything.")
     say("demo", "")
 
@@ -333,7 +389,7 @@ def supervise(processes, worker, url, started, logins, stopping) -> str:
                 f"{process.last_words()}"
             )
         stopping.wait(0.5)
-    say("demo", "Stopping web, worker and beat…")
+    say("demo", "Stopping web, worker, beat and the fake CRMs…")
     return ""
 
 
