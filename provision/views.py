@@ -70,6 +70,7 @@ def customer_list(request):
 @role_required(permissions.CustomerPolicy.can_view)
 def customer_detail(request, pk: int):
     customer = selectors.customer_get(actor=request.user, pk=pk)
+    from crm_sync.views import customer_crm_context
     from usage.forms import UsageFileUploadForm
     from usage.selectors import (
         customer_usage_overview,
@@ -110,6 +111,7 @@ def customer_detail(request, pk: int):
         "usage_file_form": UsageFileUploadForm(),
         "usage_series": customer_usage_series(customer=customer),
         **usage,
+        **customer_crm_context(user=request.user, customer=customer),
     }
     return render(request, "provision/customer_detail.html", context)
 

@@ -29,6 +29,21 @@ def _no_login_lockout_between_tests(settings):
     settings.AXES_ENABLED = False
 
 
+@pytest.fixture(autouse=True)
+def _crm_banner_already_read():
+    """The CRM failure banner on every staff page reads the runs at most once per 30 s (it is
+    cached: crm_sync.context_processors). Page query-count tests measure the page, not that
+    amortised read, so each test starts with it cached as "nothing failing"; the banner's own
+    tests (tests/crm_sync/test_pages.py) clear it."""
+    from django.core.cache import cache
+
+    from crm_sync.context_processors import FAILING_TARGETS_CACHE_KEY
+
+    cache.set(FAILING_TARGETS_CACHE_KEY, [], 300)
+    yield
+    cache.delete(FAILING_TARGETS_CACHE_KEY)
+
+
 @pytest.fixture
 def support_agent(db):
     return UserFactory(username="sam.support", roles=[Role.SUPPORT])
