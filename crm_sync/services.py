@@ -170,7 +170,10 @@ def crm_customer_push(*, actor, customer, reason: str, ticket_url: str = "") -> 
         for target in CrmTarget.values:
             transaction.on_commit(
                 lambda target=target: crm_sync_customer.delay(
-                    target=target, customer_id=customer.pk, actor_id=actor.pk
+                    target=target,
+                    customer_id=customer.pk,
+                    actor_id=actor.pk,
+                    request_id=get_context().request_id,
                 )
             )
 
@@ -502,6 +505,7 @@ def _sync_batch(*, ids, target, mapping: TargetMapping, client, run, summary: Sy
 
     _record_batch(
         target=target,
+        states=states,
         run=run,
         outcomes=outcomes,
         unchanged=unchanged,
@@ -531,13 +535,14 @@ def _dry_run_sample(outcome: _Outcome) -> dict:
     }
 
 
-def _record_batch(*, target, run, outcomes, unchanged, read_at, summary: SyncSummary) -> None:
-    """Write what the target accepted and rejected in this batch, in one transaction."""
+def _record_batch(
+    *, target, states, run, outcomes, unchanged, read_at, summary: SyncSummary
+) -> None:
+    """Write what the target accepted and rejected in this batch, in one transaction.
+
+    ``states`` are the rows read before sending; only this run changes them meanwhile (one
+    run per target), except ``crm_mark_changed``, whose two fields are not written here."""
     now = timezone.now()
-    states = {
-        state.customer_id: state
-        for state in CrmRecordState.objects.filter(target=target, customer_id__in=list(outcomes))
-    }
     rows = []
     errors = []
     synced_ids = []
@@ -600,22 +605,7 @@ def _record_batch(*, target, run, outcomes, unchanged, read_at, summary: SyncSum
     summary.unchanged += len(unchanged)
     with transaction.atomic():
         if rows:
-            CrmRecordState.objects.bulk_create(
-                rows,
-                update_conflicts=True,
-                unique_fields=["target", "customer"],
-                update_fields=[
-                    "external_id",
-                    "payload",
-                    "payload_hash",
-                    "status",
-                    "last_pushed_at",
-                    "last_error",
-                    "attempts",
-                    "updated_at",
-                ],
-                batch_size=500,
-            )
+            _state_upsert(rows, now=now)
         if errors:
             SyncRowError.objects.bulk_create(errors, batch_size=500)
         if synced_ids:
@@ -623,3 +613,76 @@ def _record_batch(*, target, run, outcomes, unchanged, read_at, summary: SyncSum
             synced = CrmRecordState.objects.filter(target=target, customer_id__in=synced_ids)
             synced.filter(dirty_since__gt=read_at).update(status=RecordSyncStatus.PENDING)
             synced.filter(dirty_since__lte=read_at).update(dirty_since=None)
+
+
+_STATE_FIELDS = (
+    "external_id",
+    "payload",
+    "payload_hash",
+    "status",
+    "last_pushed_at",
+    "last_error",
+    "attempts",
+)
+
+
+def _state_upsert(rows: list[CrmRecordState], *, now: datetime) -> None:
+    """Upsert a batch's ``CrmRecordState`` rows (all but ``dirty_since``, which is
+    ``crm_mark_changed``'s and cleared separately).
+
+    On PostgreSQL the batch travels as one JSON document expanded by ``jsonb_to_recordset``:
+    the ORM's multi-row upsert has the driver quote each row's JSON payload on its own, which
+    was a quarter of a 200,000-customer full sync (docs/benchmarks.md, "CRM sync"). Elsewhere
+    (SQLite: tests, the demo) the ORM's upsert."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        CrmRecordState.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["target", "customer"],
+            update_fields=[*_STATE_FIELDS, "updated_at"],
+            batch_size=500,
+        )
+        return
+    import json
+
+    document = json.dumps(
+        [
+            {
+                "target": row.target,
+                "customer_id": row.customer_id,
+                "external_id": row.external_id,
+                "payload": row.payload,
+                "payload_hash": row.payload_hash,
+                "status": row.status,
+                "last_pushed_at": row.last_pushed_at.isoformat() if row.last_pushed_at else None,
+                "last_error": row.last_error,
+                "attempts": row.attempts,
+            }
+            for row in rows
+        ]
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(_STATE_UPSERT_SQL, [now, document])
+
+
+_STATE_UPSERT_SQL = """
+INSERT INTO crm_sync_crmrecordstate
+    (target, customer_id, external_id, payload, payload_hash, status, last_pushed_at,
+     last_error, attempts, dirty_since, updated_at)
+SELECT r.target, r.customer_id, r.external_id, r.payload, r.payload_hash, r.status,
+       r.last_pushed_at, r.last_error, r.attempts, NULL, %s
+FROM jsonb_to_recordset(%s::jsonb) AS r(
+    target text, customer_id bigint, external_id text, payload jsonb, payload_hash text,
+    status text, last_pushed_at timestamptz, last_error text, attempts integer)
+ON CONFLICT (target, customer_id) DO UPDATE SET
+    external_id = EXCLUDED.external_id,
+    payload = EXCLUDED.payload,
+    payload_hash = EXCLUDED.payload_hash,
+    status = EXCLUDED.status,
+    last_pushed_at = EXCLUDED.last_pushed_at,
+    last_error = EXCLUDED.last_error,
+    attempts = EXCLUDED.attempts,
+    updated_at = EXCLUDED.updated_at
+"""

@@ -434,3 +434,13 @@ def test_usage_seat_and_license_changes_queue_the_customer_for_the_next_push(
     report(subscription, billable=55, peak=58, day=TODAY + dt.timedelta(days=1))
     state.refresh_from_db()
     assert state.status == RecordSyncStatus.PENDING
+
+
+def test_payloads_take_a_fixed_number_of_queries(django_assert_num_queries):
+    customers = [customer_with_usage(subscriptions=2) for _ in range(4)]
+
+    # Customers; subscriptions with their latest rollup; instances; namespaces; licenses.
+    with django_assert_num_queries(5):
+        payloads = crm_payloads(customer_ids=[c.pk for c in customers])
+
+    assert {len(p["subscriptions"]) for p in payloads.values()} == {2}
