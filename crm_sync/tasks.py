@@ -4,13 +4,15 @@ change-triggered (debounced) and staff "push now". Thin: they call ``crm_sync.se
 Every task is idempotent and acknowledged late: a worker killed mid-run has its message
 redelivered, and a second run of a target while one is running is refused by the database
 (``SyncBusy``), so a redelivery or an overlap never sends anything twice. A transient CRM
-failure retries the task with exponential backoff and jitter (30 s doubling to 15 min, six
-times); a permanent one ends the run as failed with the reason.
+failure retries the task with exponential backoff and jitter (``CRM_SYNC_RETRY_BACKOFF_SECONDS``,
+30 s by default, doubling to 15 min, six times); a permanent one ends the run as failed with the
+reason.
 """
 
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
 from crm_sync import selectors, services
 from crm_sync.choices import SyncRunKind, SyncTrigger
@@ -23,7 +25,8 @@ logger = logging.getLogger(__name__)
 RUN_SOFT_TIME_LIMIT = 3600
 RETRY_OPTIONS = {
     "autoretry_for": (TransientCrmError,),
-    "retry_backoff": 30,
+    # Read once at import: Celery copies these onto the task classes it builds.
+    "retry_backoff": settings.CRM_SYNC_RETRY_BACKOFF_SECONDS,
     "retry_backoff_max": 900,
     "retry_jitter": True,
     "max_retries": 6,

@@ -91,6 +91,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "provision.context_processors.console",
+                "crm_sync.context_processors.crm_sync_banner",
             ],
         },
     },
@@ -408,12 +409,16 @@ GAINSIGHT_CALLS_PER_DAY = env_int("GAINSIGHT_CALLS_PER_DAY", 45000)
 CRM_FIELD_MAPPING = env_json_object("CRM_FIELD_MAPPING", {})
 # Where staff reach this Provision: links pushed to the CRM (the customer's console page).
 PROVISION_PUBLIC_URL = env_str("PROVISION_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
-CRM_SYNC_BATCH_CUSTOMERS = env_int("CRM_SYNC_BATCH_CUSTOMERS", 2000)
+CRM_SYNC_BATCH_CUSTOMERS = env_int("CRM_SYNC_BATCH_CUSTOMERS", 5000)
 CRM_PUSH_DEBOUNCE_SECONDS = env_int("CRM_PUSH_DEBOUNCE_SECONDS", 60)
 CRM_SYNC_STALE_AFTER_SECONDS = env_int("CRM_SYNC_STALE_AFTER_SECONDS", 900)
+# First delay of a sync task retrying a transient CRM failure; it doubles per retry (with
+# jitter) up to 15 minutes. Tests set it to 1 so a retry comes back within seconds.
+CRM_SYNC_RETRY_BACKOFF_SECONDS = env_int("CRM_SYNC_RETRY_BACKOFF_SECONDS", 30)
 for _name, _value in (
     ("CRM_SYNC_BATCH_CUSTOMERS", CRM_SYNC_BATCH_CUSTOMERS),
     ("CRM_SYNC_STALE_AFTER_SECONDS", CRM_SYNC_STALE_AFTER_SECONDS),
+    ("CRM_SYNC_RETRY_BACKOFF_SECONDS", CRM_SYNC_RETRY_BACKOFF_SECONDS),
     ("SALESFORCE_TIMEOUT_SECONDS", SALESFORCE_TIMEOUT_SECONDS),
     ("SALESFORCE_BULK_THRESHOLD", SALESFORCE_BULK_THRESHOLD),
     ("GAINSIGHT_TIMEOUT_SECONDS", GAINSIGHT_TIMEOUT_SECONDS),

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import jwt
@@ -35,6 +36,19 @@ def login(fake) -> str:
     )
     assert answer.status_code == 200, answer.text
     return answer.json()["access_token"]
+
+
+def login_answer(fake) -> requests.Response:
+    """The raw answer to an OAuth password grant."""
+    return requests.post(
+        f"{fake.url}/services/oauth2/token",
+        data={
+            "grant_type": "password",
+            "username": fake.username,
+            "password": fake.password + fake.security_token,
+        },
+        timeout=10,
+    )
 
 
 class Api:
@@ -361,6 +375,26 @@ def test_slow_mode_holds_the_answer_past_a_client_timeout(fake_salesforce):
     with pytest.raises(requests.ReadTimeout):
         requests.get(f"{fake_salesforce.url}{V}/limits/", headers=api.headers, timeout=0.3)
     assert api.call("GET", "limits/").status_code == 200  # only one call was slowed
+
+
+def test_a_call_held_across_a_reset_leaves_the_new_state_alone(fake_salesforce):
+    # A held login woken by the next test's reset must not count as that test's login.
+    fake_salesforce.slow(30, kind="login", times=1)
+    answers = []
+    held = threading.Thread(target=lambda: answers.append(login_answer(fake_salesforce)))
+    held.start()
+    try:
+        deadline = time.monotonic() + 5
+        while fake_salesforce.count("login") == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fake_salesforce.count("login") == 1, "the login never reached the fake"
+    finally:
+        fake_salesforce.reset()
+        held.join(timeout=10)
+
+    assert [answer.status_code for answer in answers] == [503]
+    assert fake_salesforce.logins == 0
+    assert fake_salesforce.requests() == []
 
 
 def test_request_log_records_kinds_counts_and_keys(fake_salesforce):

@@ -1,6 +1,7 @@
 """SalesforceClient drives the real simple-salesforce over real HTTP against the fake org."""
 
 import socket
+import time
 from datetime import date
 
 import pytest
@@ -26,6 +27,18 @@ def records(count, start=0, **fields):
 
 def upsert(client, rows, object_name=ACCOUNT, external_id_field=KEY):
     return client.upsert(object_name=object_name, external_id_field=external_id_field, records=rows)
+
+
+def assert_held_by_the_fake(fake, kind):
+    """The call the client gave up on did reach the fake (which holds it until its reset).
+
+    Waiting for it also keeps it out of the next test: a call that reached the fake before
+    the reset is dropped by it, whereas one still on its way under load would be answered
+    in the next test's state (a login counted there)."""
+    deadline = time.monotonic() + 5
+    while fake.count(kind) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake.count(kind) == 1
 
 
 @pytest.fixture
@@ -297,6 +310,7 @@ def test_every_request_carries_the_configured_timeout(salesforce_settings, fake_
         upsert(client, records(1))
 
     assert caught.value.code == "TIMEOUT"
+    assert_held_by_the_fake(fake_salesforce, "collections")
 
 
 @pytest.mark.parametrize("kind", ["login", "bulk", "limits"])
@@ -312,6 +326,7 @@ def test_logins_bulk_and_limits_time_out_too(salesforce_settings, fake_salesforc
             upsert(client, records(2))
 
     assert caught.value.code == "TIMEOUT"
+    assert_held_by_the_fake(fake_salesforce, kind)
 
 
 def test_unreachable_salesforce_is_transient(salesforce_settings):

@@ -241,6 +241,9 @@ class FakeSalesforce:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
+        # Bumped by every reset: a request that arrived before a reset (one held in slow mode,
+        # whose client gave up long ago) must not log in, store or count in the state after it.
+        self._generation = 0
         self.reset()
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -279,9 +282,13 @@ class FakeSalesforce:
         self.stop()
 
     def reset(self) -> None:
-        """Forget records, jobs, requests, faults and issued tokens; back to the start config."""
+        """Forget records, jobs, requests, faults and issued tokens; back to the start config.
+
+        A request still in flight (one held in slow mode) is answered 503 without touching the
+        new state, so it cannot log in, store or count in the next test."""
         self._wake_sleepers()
         with self._lock:
+            self._generation += 1
             self._objects: dict[str, ObjectSpec] = {}
             for name, spec in self._initial_objects.items():
                 if isinstance(spec, str):
@@ -412,9 +419,14 @@ class FakeSalesforce:
             self._log.append(entry)
             delay = sum(f.delay for f in self._faults if f.delay and f.take(kind))
             wake = self._wake
+            generation = self._generation
         if delay:
             wake.wait(delay)
         with self._lock:
+            if generation != self._generation:
+                # Reset while this request waited: answer it without touching the new state.
+                entry.status = 503
+                return _error(503, "SERVER_UNAVAILABLE", "The fake was reset during this call")
             response = self._answer(kind, method, path, headers, body, entry)
             entry.status = response.status
             if kind != "login":
