@@ -111,6 +111,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file (not :memory:) so that a real Celery worker process can see the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-provision.sqlite3")}
+# PostgreSQL: bind parameters on the server and prepare a statement the fifth time a connection
+# runs it, so PostgreSQL plans it once per connection instead of once per execution. Seat Link's
+# license lookup took 0.96 ms to plan and 0.21 ms to run (docs/benchmarks.md). Pays off with
+# persistent connections (DATABASE_CONN_MAX_AGE > 0); behind PgBouncer it needs transaction
+# pooling with max_prepared_statements (1.21+), or set this to false.
+DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
+if DATABASE_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        server_side_binding=True, prepare_threshold=5
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {
