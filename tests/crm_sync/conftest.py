@@ -33,21 +33,11 @@ def fake_salesforce(_fake_salesforce_server):
 @pytest.fixture
 def salesforce_settings(settings, fake_salesforce):
     """Settings pointing the Salesforce client at the fake, with a password + token login."""
-    settings.SALESFORCE_INSTANCE_URL = fake_salesforce.url
-    settings.SALESFORCE_ALLOW_HTTP = True
-    settings.SALESFORCE_ACCESS_TOKEN = ""
-    settings.SALESFORCE_USERNAME = fake_salesforce.username
-    settings.SALESFORCE_PASSWORD = fake_salesforce.password
-    settings.SALESFORCE_SECURITY_TOKEN = fake_salesforce.security_token
-    settings.SALESFORCE_CONSUMER_KEY = ""
-    settings.SALESFORCE_PRIVATE_KEY = ""
-    settings.SALESFORCE_PRIVATE_KEY_FILE = ""
-    settings.SALESFORCE_DOMAIN = "login"
+    for name, value in fake_salesforce.provision_settings().items():
+        setattr(settings, name, value)
+    # Pinned whatever the environment says: tests expect v59.0 paths and Bulk from 2,000 rows.
     settings.SALESFORCE_API_VERSION = "59.0"
-    settings.SALESFORCE_TIMEOUT_SECONDS = 5
     settings.SALESFORCE_BULK_THRESHOLD = 2000
-    # Poll Bulk jobs at once instead of sleeping a second first.
-    settings.SALESFORCE_BULK_WAIT_SECONDS = 0
     return settings
 
 
@@ -107,10 +97,8 @@ def gainsight_settings(settings, fake_gainsight):
     The call budget lives in the cache; a cache of its own per test keeps one test's calls from
     spending the next test's minute (without clearing a cache other code may share).
     """
-    settings.GAINSIGHT_BASE_URL = fake_gainsight.url
-    settings.GAINSIGHT_ACCESS_KEY = fake_gainsight.access_key
-    settings.GAINSIGHT_ALLOW_HTTP = True
-    settings.GAINSIGHT_TIMEOUT_SECONDS = 5
+    for name, value in fake_gainsight.provision_settings().items():
+        setattr(settings, name, value)
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.locmem.LocMemCache",

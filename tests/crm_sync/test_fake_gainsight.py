@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -285,6 +286,30 @@ def test_delay_makes_answers_slow(api, fake_gainsight):
     with pytest.raises(requests.Timeout):
         session.post(f"{url}/v1/data/objects/query/Company", json={"select": ["Gsid"]}, timeout=0.2)
     assert query(api, {"select": ["Gsid"]}).status_code == 200
+
+
+def test_a_call_held_across_a_reset_leaves_the_new_state_alone(api, fake_gainsight):
+    # A held insert woken by the next test's reset must not store, log or count in that test.
+    fake_gainsight.delay(30, count=1)
+    answers = []
+    held = threading.Thread(target=lambda: answers.append(insert(api, [company("c-1")])))
+    held.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not fake_gainsight.calls("insert") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(fake_gainsight.calls("insert")) == 1, "the insert never reached the fake"
+    finally:
+        fake_gainsight.reset()
+        held.join(timeout=10)
+
+    assert [answer.status_code for answer in answers] == [503]
+    assert answers[0].json()["result"] is False
+    assert fake_gainsight.records("Company") == []
+    assert fake_gainsight.log == []
+    # The same key is new to the fresh state: the held insert left nothing behind.
+    assert insert(api, [company("c-1")]).status_code == 200
+    assert [c.status for c in fake_gainsight.log] == [200]
 
 
 def test_control_plane_sets_faults_reads_records_and_resets(fake_gainsight):

@@ -23,21 +23,6 @@ ACCOUNT_KEY = DEFAULT_OBJECTS["Account"]
 V = "/services/data/v59.0"
 
 
-def login(fake) -> str:
-    """A session token from the OAuth password grant."""
-    answer = requests.post(
-        f"{fake.url}/services/oauth2/token",
-        data={
-            "grant_type": "password",
-            "username": fake.username,
-            "password": fake.password + fake.security_token,
-        },
-        timeout=5,
-    )
-    assert answer.status_code == 200, answer.text
-    return answer.json()["access_token"]
-
-
 def login_answer(fake) -> requests.Response:
     """The raw answer to an OAuth password grant."""
     return requests.post(
@@ -49,6 +34,13 @@ def login_answer(fake) -> requests.Response:
         },
         timeout=10,
     )
+
+
+def login(fake) -> str:
+    """A session token from the OAuth password grant."""
+    answer = login_answer(fake)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["access_token"]
 
 
 class Api:

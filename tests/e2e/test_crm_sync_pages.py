@@ -26,22 +26,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 def crm_fakes(settings):
     """Both fake CRMs on random local ports, with the settings that point the clients at them."""
     with FakeSalesforce() as salesforce, FakeGainsight() as gainsight:
-        settings.SALESFORCE_INSTANCE_URL = salesforce.url
-        settings.SALESFORCE_ALLOW_HTTP = True
-        settings.SALESFORCE_ACCESS_TOKEN = ""
-        settings.SALESFORCE_USERNAME = salesforce.username
-        settings.SALESFORCE_PASSWORD = salesforce.password
-        settings.SALESFORCE_SECURITY_TOKEN = salesforce.security_token
-        settings.SALESFORCE_CONSUMER_KEY = ""
-        settings.SALESFORCE_PRIVATE_KEY = ""
-        settings.SALESFORCE_PRIVATE_KEY_FILE = ""
-        settings.SALESFORCE_DOMAIN = "login"
-        settings.SALESFORCE_TIMEOUT_SECONDS = 5
-        settings.SALESFORCE_BULK_WAIT_SECONDS = 0
-        settings.GAINSIGHT_BASE_URL = gainsight.url
-        settings.GAINSIGHT_ACCESS_KEY = gainsight.access_key
-        settings.GAINSIGHT_ALLOW_HTTP = True
-        settings.GAINSIGHT_TIMEOUT_SECONDS = 5
+        for fake in (salesforce, gainsight):
+            for name, value in fake.provision_settings().items():
+                setattr(settings, name, value)
         yield salesforce, gainsight
 
 

@@ -40,7 +40,8 @@ Gainsight's published list are the fake's own and say so by not being numeric):
 Inspection and fault injection, from Python (``FakeGainsight`` methods) or over HTTP (no access
 key needed, not logged, not rate limited):
 
-* ``POST /__fake__/reset``: forget records, log and faults; restore defaults.
+* ``POST /__fake__/reset``: forget records, log and faults; restore defaults. A call still held
+  by ``delay`` wakes and answers 503 without touching the fresh state.
 * ``POST /__fake__/faults`` with any of ``{"fail_next": {"count", "status", "after",
   "operation", "after_write"}, "reject_keys": {"keys", "object", "code", "message"}, "delay":
   {"seconds", "count"}, "access_key": "...", "calls_per_minute": n, "update_unmatched": "..."}``.
@@ -55,20 +56,27 @@ serves until SIGTERM or Ctrl-C.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import re
-import signal
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.fakes._server import (
+    Admission,
+    FakeServer,
+    Reply,
+    argument_parser,
+    json_reply,
+    serve_forever_until_signal,
+)
 
 DEFAULT_ACCESS_KEY = "fake-gainsight-access-key"
 MAX_RECORDS_PER_CALL = 50
@@ -224,12 +232,14 @@ class ManualClock:
             self.slept += max(0.0, seconds)
 
 
-class FakeGainsight:
+class FakeGainsight(FakeServer):
     """The fake server: its state, its fault switches, and its HTTP listener.
 
     Use as a context manager or call ``start()`` / ``stop()``. ``url`` is the base URL to give
     a client (``http://127.0.0.1:<port>``). All methods are thread-safe.
     """
+
+    name = "Gainsight"
 
     def __init__(
         self,
@@ -241,59 +251,34 @@ class FakeGainsight:
         update_unmatched: str = "report",
         clock: Callable[[], float] = time.time,
     ):
-        self._host = host
-        self._port = port
+        """Configure the defaults ``reset()`` returns to; ``clock`` drives the rate-limit
+        windows (a ``ManualClock().time`` moves them without waiting)."""
+        super().__init__(host=host, port=port)
         self._default_access_key = access_key
         self._default_calls_per_minute = calls_per_minute
         self._default_update_unmatched = update_unmatched
         self._default_clock = clock
-        self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.reset()
 
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> FakeGainsight:
-        """Bind and serve in a daemon thread; answers ``self``."""
-        if self._server is not None:
-            return self
-        self._server = ThreadingHTTPServer((self._host, self._port), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-gainsight", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeGainsight:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The base URL clients use, e.g. ``http://127.0.0.1:54321``."""
-        if self._server is None:
-            raise RuntimeError("the fake Gainsight server is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+    def provision_settings(self) -> dict[str, Any]:
+        """Provision's settings that point its Gainsight client at this running fake: its URL
+        over plain HTTP, the access key it accepts now, and a short timeout."""
+        return {
+            "GAINSIGHT_BASE_URL": self.url,
+            "GAINSIGHT_ACCESS_KEY": self.access_key,
+            "GAINSIGHT_ALLOW_HTTP": True,
+            "GAINSIGHT_TIMEOUT_SECONDS": 5,
+        }
 
     # --- state -------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget records, log and faults; restore the default settings and clock."""
+        """Forget records, log and faults; restore the default settings and clock.
+
+        A call still in flight (one held by ``delay``) is answered 503 without touching the
+        new state, so it cannot store, count in the rate limit or be logged in the next test."""
         with self._lock:
+            self._invalidate_calls_in_flight()
             self.objects: dict[str, ObjectSchema] = dict(DEFAULT_OBJECTS)
             self._records: dict[str, list[dict[str, Any]]] = {}
             self.log: list[LoggedCall] = []
@@ -467,6 +452,20 @@ class FakeGainsight:
 
     # --- request handling (called from handler threads) --------------------------------------
 
+    def handle(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        """Answer one HTTP request: the ``/__fake__`` control plane or the ``/v1`` API."""
+        parts = urlsplit(raw_path)
+        if parts.path.startswith("/__fake__/"):
+            answer = self.handle_control(method, parts.path, body)
+        else:
+            answer = self.handle_api(method, parts.path, parse_qs(parts.query), headers, body)
+        return json_reply(answer.status, answer.body)
+
+    def _reply_to_a_bug(self) -> Reply:
+        """A bug in the fake answers as Gainsight's own 500 does."""
+        answer = _failure(500, "GU_1101", "Internal server error")
+        return json_reply(answer.status, answer.body)
+
     def handle_api(
         self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
     ) -> _Answer:
@@ -480,20 +479,27 @@ class FakeGainsight:
             call = LoggedCall(method, path, object_name, operation, count, keys, window)
             self.log.append(call)
             delay = self._take_delay()
+            admission = self._admit()
         if delay:
-            time.sleep(delay)
-        if self.before_call is not None:
+            # Real time, not ``clock``: a delay is for client timeouts, which run on real time.
+            admission.wait(delay)
+        with self._lock:
+            before_call = None if self._reset_since(admission) else self.before_call
+        if before_call is not None:
             # A test seam: simulate what other Gainsight users do between a client's calls.
-            self.before_call(call)
-        answer = self._answer(call, query, headers, payload, parse_error)
+            before_call(call)
+        answer = self._answer(call, query, headers, payload, parse_error, admission)
         with self._lock:
             call.status = answer.status
             call.error_code = answer.body.get("errorCode")
         return answer
 
-    def _answer(self, call, query, headers, payload, parse_error) -> _Answer:
+    def _answer(self, call, query, headers, payload, parse_error, admission: Admission) -> _Answer:
         """Auth, rate limit and faults (in that order), then the operation, under the lock."""
         with self._lock:
+            if self._reset_since(admission):
+                # Reset while this call waited: answer it without touching the new state.
+                return _failure(503, None, "The fake was reset during this call")
             if headers.get("accesskey") != self.access_key:
                 return _failure(401, "GS_ACCESS_DENIED", "Invalid or missing access key")
             used = self._window_counts.get(call.window, 0) + 1
@@ -815,23 +821,20 @@ def _compile_where(conditions: list[Any], expression: str | None) -> Callable[[d
     tokens = re.findall(r"\(|\)|[A-Za-z0-9_]+", expression)
     position = 0
 
-    def parse_or():
+    def parse_chain(word, parse_operand, combine):
+        """``operand (word operand)*``, folded left with ``combine``."""
         nonlocal position
-        left = parse_and()
-        while position < len(tokens) and tokens[position].upper() == "OR":
+        left = parse_operand()
+        while position < len(tokens) and tokens[position].upper() == word:
             position += 1
-            right = parse_and()
-            left = (lambda a, b: lambda r: a(r) or b(r))(left, right)
+            left = combine(left, parse_operand())
         return left
 
+    def parse_or():
+        return parse_chain("OR", parse_and, lambda a, b: lambda r: a(r) or b(r))
+
     def parse_and():
-        nonlocal position
-        left = parse_atom()
-        while position < len(tokens) and tokens[position].upper() == "AND":
-            position += 1
-            right = parse_atom()
-            left = (lambda a, b: lambda r: a(r) and b(r))(left, right)
-        return left
+        return parse_chain("AND", parse_atom, lambda a, b: lambda r: a(r) and b(r))
 
     def parse_atom():
         nonlocal position
@@ -855,50 +858,9 @@ def _compile_where(conditions: list[Any], expression: str | None) -> Callable[[d
     return predicate
 
 
-def _make_handler(fake: FakeGainsight) -> type[BaseHTTPRequestHandler]:
-    """A request handler class bound to ``fake``."""
-
-    class Handler(BaseHTTPRequestHandler):
-        """Routes each request to the fake: ``/__fake__`` control plane or the ``/v1`` API."""
-
-        protocol_version = "HTTP/1.1"  # keep-alive, as requests.Session expects
-        # Headers and body go out in two writes; without this, Nagle + delayed ACK add ~40 ms.
-        disable_nagle_algorithm = True
-
-        def _serve(self) -> None:
-            """Read the body, dispatch, and answer JSON."""
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            parts = urlsplit(self.path)
-            if parts.path.startswith("/__fake__/"):
-                answer = fake.handle_control(self.command, parts.path, body)
-            else:
-                answer = fake.handle_api(
-                    self.command, parts.path, parse_qs(parts.query), self.headers, body
-                )
-            raw = json.dumps(answer.body).encode()
-            try:
-                self.send_response(answer.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (e.g. its timeout fired while we were slow)
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-            """Keep test output quiet; the request log is in ``fake.log``."""
-
-    return Handler
-
-
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """Serve a fake Gainsight until SIGTERM/Ctrl-C (for ``make demo`` and manual poking)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    parser = argument_parser(__doc__.splitlines()[0])
     parser.add_argument("--access-key", default=DEFAULT_ACCESS_KEY)
     parser.add_argument("--calls-per-minute", type=int, default=100)
     parser.add_argument("--update-unmatched", choices=UPDATE_UNMATCHED_MODES, default="report")
@@ -910,13 +872,8 @@ def main(argv: list[str] | None = None) -> None:
         calls_per_minute=args.calls_per_minute,
         update_unmatched=args.update_unmatched,
     )
-    stopped = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopped.set())
-    with fake:
-        print(f"fake Gainsight listening on {fake.url}", flush=True)
-        stopped.wait()
+    return serve_forever_until_signal(fake, lambda fake: f"fake Gainsight listening on {fake.url}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -69,7 +69,6 @@ serves until SIGTERM or Ctrl-C.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import html
 import io
@@ -77,18 +76,22 @@ import itertools
 import json
 import re
 import secrets
-import signal
 import sys
-import threading
-import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import jwt
+
+from tests.fakes._server import (
+    FakeServer,
+    Reply,
+    argument_parser,
+    json_reply,
+    serve_forever_until_signal,
+)
 
 DEFAULT_OBJECTS = {
     "Account": "Provision_Customer_Id__c",
@@ -117,6 +120,7 @@ ERRORS = {
         "unable to obtain exclusive access to this record or 1 records: 001000000000001AAA",
     ),
 }
+_JSON = "application/json;charset=UTF-8"
 _DELIMITERS = {"COMMA": ",", "TAB": "\t", "PIPE": "|", "SEMICOLON": ";", "CARET": "^"}
 _DATA_PATH = re.compile(r"^/services/data/v(?P<version>\d+\.\d+)/(?P<rest>.*)$")
 _SOAP_PATH = re.compile(r"^/services/Soap/u/(?P<version>\d+\.\d+)/?$")
@@ -197,18 +201,10 @@ class _Job:
     unprocessed: list[list[str]] = field(default_factory=list)
 
 
-@dataclass
-class _Response:
-    """What the handler writes back."""
-
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json;charset=UTF-8"
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-class FakeSalesforce:
+class FakeSalesforce(FakeServer):
     """A Salesforce org in a thread: start it, point a client at ``url``, inspect, make it fail."""
+
+    name = "Salesforce"
 
     def __init__(
         self,
@@ -226,8 +222,7 @@ class FakeSalesforce:
     ):
         """Configure the org. ``objects`` maps object name to its external id field, or to
         ``(external_id_field, allowed_fields)`` to reject unknown fields."""
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port)
         self.username = username
         self.password = password
         self.security_token = security_token
@@ -236,59 +231,36 @@ class FakeSalesforce:
         self.bulk_polls_in_progress = bulk_polls_in_progress
         self._initial_objects = dict(objects if objects is not None else DEFAULT_OBJECTS)
         self._initial_jwt_key = jwt_public_key
-        self._lock = threading.RLock()
-        self._wake = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
-        # Bumped by every reset: a request that arrived before a reset (one held in slow mode,
-        # whose client gave up long ago) must not log in, store or count in the state after it.
-        self._generation = 0
         self.reset()
 
-    # --- lifecycle -------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:54321`` (the port is known once started)."""
-        if self._server is None:
-            raise RuntimeError("the fake Salesforce is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+    def provision_settings(self) -> dict[str, Any]:
+        """Provision's settings that point its Salesforce client at this running fake: its URL
+        over plain HTTP, a password + security token login, a short timeout, and Bulk jobs
+        polled at once (the fake finishes them within a poll or two)."""
+        return {
+            "SALESFORCE_INSTANCE_URL": self.url,
+            "SALESFORCE_ALLOW_HTTP": True,
+            "SALESFORCE_ACCESS_TOKEN": "",
+            "SALESFORCE_USERNAME": self.username,
+            "SALESFORCE_PASSWORD": self.password,
+            "SALESFORCE_SECURITY_TOKEN": self.security_token,
+            "SALESFORCE_CONSUMER_KEY": "",
+            "SALESFORCE_PRIVATE_KEY": "",
+            "SALESFORCE_PRIVATE_KEY_FILE": "",
+            "SALESFORCE_DOMAIN": "login",
+            "SALESFORCE_TIMEOUT_SECONDS": 5,
+            "SALESFORCE_BULK_WAIT_SECONDS": 0,
+        }
 
-    def start(self) -> FakeSalesforce:
-        """Bind and serve in a daemon thread."""
-        server = ThreadingHTTPServer((self.host, self.port), _Handler)
-        server.daemon_threads = True
-        server.fake = self  # type: ignore[attr-defined]
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, name="fake-salesforce", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and wake any request still sleeping in slow mode."""
-        self._wake_sleepers()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeSalesforce:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
+    # --- state --------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget records, jobs, requests, faults and issued tokens; back to the start config.
 
         A request still in flight (one held in slow mode) is answered 503 without touching the
         new state, so it cannot log in, store or count in the next test."""
-        self._wake_sleepers()
         with self._lock:
-            self._generation += 1
+            self._invalidate_calls_in_flight()
             self._objects: dict[str, ObjectSpec] = {}
             for name, spec in self._initial_objects.items():
                 if isinstance(spec, str):
@@ -306,10 +278,6 @@ class FakeSalesforce:
             self._jwt_key = self._initial_jwt_key
             self._api_used = 0
             self.logins = 0
-
-    def _wake_sleepers(self) -> None:
-        self._wake.set()
-        self._wake = threading.Event()
 
     # --- configuration and faults (the control plane calls these too) -------------------
     def add_object(
@@ -408,8 +376,8 @@ class FakeSalesforce:
         ]
 
     # --- request handling --------------------------------------------------------------------
-    def handle(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes):
-        """Answer one HTTP request (called from the handler threads)."""
+    def handle(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        """Answer one HTTP request (called from the listener's threads)."""
         path = urlsplit(raw_path).path
         if path.startswith("/__fake__/"):
             return self._control(method, path, body)
@@ -418,12 +386,11 @@ class FakeSalesforce:
             entry = LoggedRequest(method=method, path=path, kind=kind)
             self._log.append(entry)
             delay = sum(f.delay for f in self._faults if f.delay and f.take(kind))
-            wake = self._wake
-            generation = self._generation
+            admission = self._admit()
         if delay:
-            wake.wait(delay)
+            admission.wait(delay)
         with self._lock:
-            if generation != self._generation:
+            if self._reset_since(admission):
                 # Reset while this request waited: answer it without touching the new state.
                 entry.status = 503
                 return _error(503, "SERVER_UNAVAILABLE", "The fake was reset during this call")
@@ -436,12 +403,16 @@ class FakeSalesforce:
                 )
             return response
 
-    def _answer(self, kind, method, path, headers, body, entry) -> _Response:
+    def _reply_to_a_bug(self) -> Reply:
+        """A bug in the fake answers as Salesforce does when it breaks."""
+        return _error(500, "UNKNOWN_EXCEPTION", "An unexpected error occurred (fake)")
+
+    def _answer(self, kind, method, path, headers, body, entry) -> Reply:
         if kind == "login":
             fault = self._take_fault(kind)
             if fault is not None:
                 status = ERRORS[fault.error][0]
-                return _Response(status, b"Service Unavailable", "text/plain")
+                return Reply(status, b"Service Unavailable", "text/plain")
             if path == "/services/oauth2/token" and method == "POST":
                 return self._oauth_token(body)
             if _SOAP_PATH.match(path) and method == "POST":
@@ -493,7 +464,7 @@ class FakeSalesforce:
         return token
 
     # --- logins ------------------------------------------------------------------------------
-    def _oauth_token(self, body: bytes) -> _Response:
+    def _oauth_token(self, body: bytes) -> Reply:
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8")).items()}
         grant = form.get("grant_type", "")
         if grant == "password":
@@ -542,7 +513,7 @@ class FakeSalesforce:
             return "user hasn't approved this consumer"
         return ""
 
-    def _soap_login(self, path: str, body: bytes) -> _Response:
+    def _soap_login(self, path: str, body: bytes) -> Reply:
         text = body.decode("utf-8")
         username = _xml_element(text, "username")
         password = _xml_element(text, "password")
@@ -567,7 +538,7 @@ class FakeSalesforce:
             f"<userName>{html.escape(self.username)}</userName></userInfo>"
             "</result></loginResponse></soapenv:Body></soapenv:Envelope>"
         )
-        return _Response(200, envelope.encode("utf-8"), "text/xml;charset=UTF-8")
+        return Reply(200, envelope.encode("utf-8"), "text/xml;charset=UTF-8")
 
     # --- REST upserts ------------------------------------------------------------------------
     def _spec(self, object_name: str, external_id_field: str | None = None) -> ObjectSpec | None:
@@ -609,7 +580,7 @@ class FakeSalesforce:
                 record[name] = value
         return record["Id"], created
 
-    def _single_upsert(self, method, object_name, ext_field, key, body, entry) -> _Response:
+    def _single_upsert(self, method, object_name, ext_field, key, body, entry) -> Reply:
         if method != "PATCH":
             return _error(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{method}' not allowed")
         spec = self._spec(object_name, ext_field)
@@ -686,7 +657,7 @@ class FakeSalesforce:
         return None, record
 
     # --- Bulk API 2.0 ------------------------------------------------------------------------
-    def _bulk(self, method, version, parts, headers, body, entry) -> _Response:
+    def _bulk(self, method, version, parts, headers, body, entry) -> Reply:
         # parts: [] | [job_id] | [job_id, "batches"] | [job_id, "<results>"]
         if not parts or parts == [""]:
             if method != "POST":
@@ -703,7 +674,7 @@ class FakeSalesforce:
                 return self._bulk_set_state(job, body)
             if method == "DELETE":
                 del self._jobs[job.id]
-                return _Response(204)
+                return Reply(204, content_type=_JSON)
         elif len(parts) == 2 and parts[1].lower() == "batches" and method == "PUT":
             return self._bulk_upload(job, body, entry)
         elif len(parts) == 2 and method == "GET":
@@ -718,7 +689,7 @@ class FakeSalesforce:
                 return self._csv(job, *results)
         return _error(404, "NOT_FOUND", "The requested resource does not exist")
 
-    def _bulk_create(self, version, body, entry) -> _Response:
+    def _bulk_create(self, version, body, entry) -> Reply:
         payload = _json_body(body)
         if not isinstance(payload, dict):
             return _error(400, "JSON_PARSER_ERROR", "The request body must be a JSON object")
@@ -743,7 +714,7 @@ class FakeSalesforce:
         self._jobs[job.id] = job
         return _json(200, self._job_json(job))
 
-    def _bulk_upload(self, job: _Job, body: bytes, entry: LoggedRequest) -> _Response:
+    def _bulk_upload(self, job: _Job, body: bytes, entry: LoggedRequest) -> Reply:
         if job.state != "Open" or job.csv_text is not None:
             return _error(400, "INVALIDJOBSTATE", f"Job {job.id} does not accept more data")
         job.csv_text = body.decode("utf-8-sig")
@@ -754,9 +725,9 @@ class FakeSalesforce:
             ext = _find_column(columns, job.spec.external_id_field)
             if ext is not None:
                 entry.keys = [row[ext] for row in data if len(row) > ext]
-        return _Response(201, content_type="text/plain")
+        return Reply(201, content_type="text/plain")
 
-    def _bulk_set_state(self, job: _Job, body: bytes) -> _Response:
+    def _bulk_set_state(self, job: _Job, body: bytes) -> Reply:
         payload = _json_body(body)
         state = payload.get("state") if isinstance(payload, dict) else None
         if state == "Aborted" and job.state in ("Open", "UploadComplete", "InProgress"):
@@ -864,14 +835,14 @@ class FakeSalesforce:
                 answer["errorMessage"] = job.error_message
         return answer
 
-    def _csv(self, job: _Job, prefix: list[str], rows: list[list[str]]) -> _Response:
+    def _csv(self, job: _Job, prefix: list[str], rows: list[list[str]]) -> Reply:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow([*prefix, *job.columns])
         writer.writerows(rows)
-        return _Response(200, buffer.getvalue().encode("utf-8"), "text/csv")
+        return Reply(200, buffer.getvalue().encode("utf-8"), "text/csv")
 
-    def _limits(self) -> _Response:
+    def _limits(self) -> Reply:
         used = self._api_used + 1  # this call counts too
         remaining = max(DAILY_API_LIMIT - used, 0)
         return _json(
@@ -897,7 +868,7 @@ class FakeSalesforce:
             "trust_jwt_key": self.trust_jwt_key,
         }
 
-    def _control(self, method: str, path: str, body: bytes) -> _Response:
+    def _control(self, method: str, path: str, body: bytes) -> Reply:
         if method == "POST" and path == "/__fake__/reset":
             self.reset()
             return _json(200, {"ok": True})
@@ -920,45 +891,6 @@ class FakeSalesforce:
         return _json(404, {"error": "unknown control endpoint"})
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Reads one request, asks the fake, writes the answer."""
-
-    protocol_version = "HTTP/1.1"
-    # Headers and body are written separately; with Nagle on, each answer waits ~40 ms for the
-    # client's delayed ACK.
-    disable_nagle_algorithm = True
-
-    def _dispatch(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        fake: FakeSalesforce = self.server.fake  # type: ignore[attr-defined]
-        try:
-            response = fake.handle(self.command, self.path, self.headers, body)
-        except Exception:  # a bug in the fake: answer like Salesforce does, and show it
-            traceback.print_exc()
-            response = _error(500, "UNKNOWN_EXCEPTION", "An unexpected error occurred (fake)")
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(response.body)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
-
-    def handle_one_request(self) -> None:
-        # A client that gave up (timeout tests) closes its socket before a slow answer is
-        # written; that is expected, not an error worth a traceback.
-        try:
-            super().handle_one_request()
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        """Stay quiet; the fake keeps its own request log."""
-
-
 def _kind_of(path: str) -> str:
     if path == "/services/oauth2/token" or path.startswith("/services/Soap/u/"):
         return "login"
@@ -979,11 +911,11 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
 
 
-def _json(status: int, payload: Any) -> _Response:
-    return _Response(status, json.dumps(payload).encode("utf-8"))
+def _json(status: int, payload: Any) -> Reply:
+    return json_reply(status, payload, content_type=_JSON)
 
 
-def _error(status: int, code: str, message: str) -> _Response:
+def _error(status: int, code: str, message: str) -> Reply:
     """Salesforce's REST error envelope: always a JSON list."""
     return _json(status, [{"message": message, "errorCode": code, "fields": []}])
 
@@ -998,11 +930,11 @@ def _rolled_back() -> dict[str, Any]:
     )
 
 
-def _oauth_error(error: str, description: str) -> _Response:
+def _oauth_error(error: str, description: str) -> Reply:
     return _json(400, {"error": error, "error_description": description})
 
 
-def _soap_fault(code: str, message: str) -> _Response:
+def _soap_fault(code: str, message: str) -> Reply:
     envelope = (
         '<?xml version="1.0" encoding="UTF-8"?>'
         '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'
@@ -1015,7 +947,7 @@ def _soap_fault(code: str, message: str) -> _Response:
         f"<sf:exceptionMessage>{message}</sf:exceptionMessage>"
         "</sf:LoginFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"
     )
-    return _Response(500, envelope.encode("utf-8"), "text/xml;charset=UTF-8")
+    return Reply(500, envelope.encode("utf-8"), "text/xml;charset=UTF-8")
 
 
 def _xml_element(text: str, name: str) -> str | None:
@@ -1041,31 +973,19 @@ def _find_column(columns: list[str], name: str) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the fake until SIGTERM or Ctrl-C, printing its URL first."""
-    parser = argparse.ArgumentParser(description="Fake Salesforce org for Provision's demo/tests")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    """Run the fake until SIGTERM or Ctrl-C, printing its URL and credentials first."""
+    parser = argument_parser("Fake Salesforce org for Provision's demo/tests")
     args = parser.parse_args(argv)
-    fake = FakeSalesforce(host=args.host, port=args.port).start()
+    return serve_forever_until_signal(FakeSalesforce(host=args.host, port=args.port), _banner)
 
-    def _stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _stop)
-    print(f"Fake Salesforce listening on {fake.url}", flush=True)
-    print(
+def _banner(fake: FakeSalesforce) -> str:
+    return (
+        f"Fake Salesforce listening on {fake.url}\n"
         f"  username={fake.username} password={fake.password} "
         f"security_token={fake.security_token} consumer_key={fake.consumer_key} "
-        f"access_token={fake.access_token}",
-        flush=True,
+        f"access_token={fake.access_token}"
     )
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
-    return 0
 
 
 if __name__ == "__main__":
