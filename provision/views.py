@@ -2,14 +2,14 @@
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpResponseRedirect, JsonResponse
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from provision import permissions, selectors, services
+from provision import search as search_module
 from provision.decorators import role_required
 from provision.exceptions import ApplicationError
 from provision.forms import CustomerEditForm, NoteForm, SeatsChangeForm
@@ -26,16 +26,27 @@ def home(request):
 
 
 @role_required(permissions.is_staff_member)
+@require_GET
 def search(request):
-    """The one search box: jump straight to the customer when exactly one matches."""
-    query = request.GET.get("q", "").strip()
-    if not query:
+    """The one search box: open the customer when the input names exactly one, else list hits.
+
+    Every staff role may search (account managers read). Input it will not search (too long,
+    control characters) gets the results page with the reason, never an error page.
+    """
+    raw = request.GET.get("q", "")
+    if not raw.strip():
         return redirect("provision:customer_list")
-    customers, _ = selectors.customer_list(actor=request.user, filters={"q": query})
-    first_two = list(customers[:2])
-    if len(first_two) == 1:
-        return redirect(first_two[0])
-    return HttpResponseRedirect(f"{reverse('provision:customer_list')}?q={query}")
+    try:
+        results = search_module.universal_search(actor=request.user, query=raw)
+    except search_module.SearchInputError as error:
+        return render(
+            request, "provision/search_results.html", {"results": None, "input_error": str(error)}
+        )
+    hit = results.resolved
+    if hit is not None:
+        messages.info(request, f"Opened {hit.customer_name}: found by {', '.join(hit.reasons)}.")
+        return redirect(hit.customer_url)
+    return render(request, "provision/search_results.html", {"results": results})
 
 
 @role_required(permissions.CustomerPolicy.can_view)

@@ -242,8 +242,9 @@ def test_search_redirects_to_the_customer_when_exactly_one_matches(
 def test_search_lists_customers_when_several_match(client_for, support_agent, customer):
     CustomerFactory(name="Acme Rockets")
     response = client_for(support_agent).get(reverse("provision:search") + "?q=Acme")
-    assert response.status_code == 302
-    assert response["Location"] == reverse("provision:customer_list") + "?q=Acme"
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "Acme Robotics" in body and "Acme Rockets" in body
 
 
 def test_customer_page_shows_identifiers_subscriptions_usage_and_history(
