@@ -13,7 +13,8 @@ Every hit says *why* it matched. A hit on an identifier that can only mean one t
 Secrets never come back out: an activation code is looked up by its HMAC and shown by its last
 four characters; a license key is shown by its id, never its text.
 
-The PostgreSQL indexes these lookups rely on are in ``provision/migrations/0004_search_indexes``.
+The PostgreSQL indexes these lookups rely on are in ``provision/migrations/0004_search_indexes``
+and ``0005_license_key_flat_index`` (license key fragments).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from dataclasses import dataclass, field
 from django.contrib.postgres.lookups import TrigramWordSimilar
 from django.contrib.postgres.search import TrigramWordSimilarity
 from django.db import connection
-from django.db.models import Q, TextField, Value
-from django.db.models.functions import Left, Replace, Upper
+from django.db.models import F, Func, Q, TextField, Value
+from django.db.models.functions import Left, Replace, StrIndex, Upper
 
 from licenses.keyformat import BASE64_LINE_CHARS, key_sha256, normalized_key, remove_boundary
 from licenses.models import ActivationCode, License
@@ -45,6 +46,9 @@ MAX_KEY_CHARS = 16_000
 GROUP_LIMIT = 10
 # A key fragment shorter than this matches too many keys (every key starts "eyJkYXRhIjoi").
 MIN_KEY_FRAGMENT = 16
+# The trigram index is probed with at most this many characters of a fragment (see
+# ``_licenses_containing``): enough to single out a key, few enough to stay cheaper than a scan.
+KEY_PROBE_CHARS = 32
 # Shorter text is too vague for contains/prefix searches (it would match most rows).
 MIN_TEXT_CHARS = 2
 
@@ -568,18 +572,35 @@ def _key_lookups(found: _Collector, query: str) -> None:
             return
     else:
         found.detect("license key fragment")
-    flat = Replace("key", Value("\n"), Value(""), output_field=TextField())
-    matches = (
-        _licenses()
-        .annotate(flat_key=flat)
-        .filter(flat_key__contains=compact)
-        .order_by("-issued_at")[: GROUP_LIMIT + 1]
-    )
-    matches = list(matches)
+    matches = list(_licenses_containing(compact).order_by("-issued_at")[: GROUP_LIMIT + 1])
     if len(matches) > GROUP_LIMIT:
         found.more.add("license")
     for license in matches[:GROUP_LIMIT]:
         found.add(_license_hit(license), "part of the license key", score=0.7)
+
+
+def _licenses_containing(compact: str):
+    """Licenses whose key, without its line breaks, contains ``compact``.
+
+    On PostgreSQL the filter is written in the expression of the trigram index
+    ``licenses_license_key_flat_trgm`` (``provision/migrations/0005_license_key_flat_index``),
+    ``licenses_license_key_flat(key)``, whose declared cost keeps the planner from scanning the
+    table. The index is probed with at most ``KEY_PROBE_CHARS`` of the fragment (the end: every
+    key starts alike): a pasted half key would otherwise look up a trigram per character and
+    cost more than the scan. ``STRPOS`` then checks the whole fragment on the few rows found,
+    so the answer is the same as ``LIKE '%fragment%'``.
+    """
+    if not _postgres():
+        flat = Replace("key", Value("\n"), Value(""), output_field=TextField())
+        return _licenses().alias(flat_key=flat).filter(flat_key__contains=compact)
+    flat = Func(F("key"), function="licenses_license_key_flat", output_field=TextField())
+    return (
+        _licenses()
+        .alias(flat_key=flat)
+        .filter(flat_key__contains=compact[-KEY_PROBE_CHARS:])
+        .alias(position=StrIndex("flat_key", Value(compact)))
+        .filter(position__gt=0)
+    )
 
 
 def _part_reason(label: str, value: str, lowered: str) -> str:
