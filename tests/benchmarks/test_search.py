@@ -4,8 +4,9 @@
 It runs against the ``seed_scale`` database (``SEARCH_BENCH_DATABASE_URL``, default
 ``postgres://postgres@127.0.0.1:5432/provision_scale``: 200,000 customers, 300,000
 subscriptions, 100,000 instances, 250,000 namespaces), migrated first (``manage.py migrate``:
-the search indexes of ``provision.0004_search_indexes and 0005_license_key_flat_index``), in a subprocess so the test settings'
-throw-away test database is not involved.
+the search indexes of ``provision.0004_search_indexes`` and
+``0005_license_key_flat_index``), in a subprocess so the test settings' throw-away test database
+is not involved.
 
 ``seed_scale`` writes no licenses or activation codes, so the subprocess adds
 ``SEARCH_BENCH_LICENSES`` (10,000) licenses with realistic ~2 kB Base64 keys and as many
