@@ -643,7 +643,10 @@ def test_layout_has_navigation_search_role_and_post_logout(client_for, support_a
     ):
         assert f'href="{url}"' in body
     assert f'action="{reverse("provision:search")}"' in body
-    assert 'placeholder="Customer, billing account, SFDC id, e-mail, domain, subscription…"' in body
+    assert (
+        'placeholder="Customer, e-mail, account, subscription, license key, code, instance…"'
+        in body
+    )
     assert ">Support</span>" in body
     assert re.search(r'<form method="post" action="/logout/"', body)
     assert "/admin/" not in body  # not a superuser
