@@ -17,10 +17,6 @@ class LicenseIssueForm(ReasonFormMixin, forms.Form):
     field_order = ["kind", "reason", "ticket_url"]
 
 
-class ReasonForm(ReasonFormMixin, forms.Form):
-    """Revoke, re-issue, send, generate: the action is the URL; the form is the why."""
-
-
 class DownloadForm(forms.Form):
     reason = forms.CharField(required=False, max_length=2000)
     ticket_url = forms.URLField(required=False, assume_scheme="https", max_length=500)

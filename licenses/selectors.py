@@ -427,6 +427,11 @@ def _url(name: str, *args) -> str:
     return reverse(name, args=args)
 
 
+def _fix_url(action: str, pk: int) -> str:
+    """The support fix's page (provision.fixes), where it is previewed and confirmed."""
+    return reverse("provision:fix", kwargs={"action": action, "pk": pk})
+
+
 _KIND_NAMES = {
     LicenseKind.ONLINE_CLOUD: "online cloud license",
     LicenseKind.OFFLINE_CLOUD: "offline cloud license",
@@ -477,7 +482,7 @@ def _license_actions(
         return [
             NextAction(
                 "Resend activation code",
-                _url("licenses:activation_code_send", subscription.pk),
+                _fix_url("activation_code_resend", subscription.pk),
                 allowed=policy.can_resend(actor),
                 note="The instance fetches the current cloud license when it activates.",
             )
@@ -708,7 +713,7 @@ def _code_actions(actor, subscription: Subscription) -> list[NextAction]:
     return [
         NextAction(
             "Resend activation code",
-            _url("licenses:activation_code_send", subscription.pk),
+            _fix_url("activation_code_resend", subscription.pk),
             allowed=permissions.LicensePolicy.can_resend(actor),
             note="Makes a new code (this one stops working) and e-mails it.",
         )
@@ -719,7 +724,7 @@ def _release_action(actor, activation_code: ActivationCode) -> list[NextAction]:
     return [
         NextAction(
             "Release the code",
-            _url("licenses:activation_code_release", activation_code.pk),
+            _fix_url("activation_code_release", activation_code.pk),
             allowed=permissions.LicensePolicy.can_release(actor),
             note="Lets one other instance activate with it; the bound one keeps its license.",
             requires="a support lead",
@@ -1154,3 +1159,29 @@ def license_deliveries_stuck(*, older_than: timedelta) -> list[int]:
         .order_by("pk")
         .values_list("pk", flat=True)[:500]
     )
+
+
+@dataclass(frozen=True)
+class LicenseAccess:
+    """How long a self-managed subscription's licenses let it run, for temporary extensions."""
+
+    ends_on: date
+    paid_license: License | None
+    open_extension: License | None
+
+
+def license_access_end(*, subscription: Subscription, today: date) -> LicenseAccess:
+    """The last day the customer's current licenses (paid or temporary) cover, at least today.
+
+    The paid license is the latest current non-trial one; the open extension the latest current
+    trial license. Two queries' worth of rows at most (one subscription's current licenses).
+    """
+    current = list(license_current(subscription).defer("key", "attributes"))
+    paid = next((row for row in current if not row.trial), None)
+    extension = max(
+        (row for row in current if row.trial), key=lambda row: row.expires_on, default=None
+    )
+    ends_on = max([today, *(row.expires_on for row in current)])
+    if not current:
+        ends_on = max(today, subscription.term_end)
+    return LicenseAccess(ends_on=ends_on, paid_license=paid, open_extension=extension)

@@ -46,6 +46,7 @@ from provision.choices import (
     ProvisioningStepKind,
     SubscriptionStatus,
 )
+from provision.context import four_eyes_granted
 from provision.exceptions import ApplicationError
 from provision.models import Subscription
 from usage.models import Instance
@@ -55,6 +56,10 @@ ACTIVATION_CODE_LENGTH = 24
 # A legacy license covers one year of a multi-year term (support-workflows §1.8); a remainder of
 # up to this long stays with the last year instead of becoming a license of its own.
 LEGACY_REMAINDER_TOLERANCE = timedelta(days=31)
+# Temporary extensions (support-workflows §1.6): up to a month by request; beyond that, a
+# second person approves. A new one waits until the open one has this many days left.
+TEMPORARY_EXTENSION_APPROVAL_DAYS = 30
+TEMPORARY_EXTENSION_OPEN_DAYS = 5
 LICENSE_PLAN = {
     Plan.PREMIUM: "premium",
     Plan.ULTIMATE: "ultimate",
@@ -302,6 +307,39 @@ def license_issue(
     kind = kind or subscription.licensing_method
     if kind not in LicenseKind.values:
         raise ValidationError({"kind": f"Choose one of {', '.join(LicenseKind.values)}."})
+    terms = license_terms(subscription=subscription, kind=kind, today=today)
+    license = _license_create(
+        actor=actor,
+        subscription=subscription,
+        kind=kind,
+        terms=terms,
+        user_count=subscription.seats,
+        trial=subscription.is_trial,
+        supersede=True,
+        reason=reason,
+        ticket_url=ticket_url,
+        today=today,
+    )
+    _mark_license_issued_steps(actor=actor, subscription=subscription, license=license)
+    return license
+
+
+def _license_create(
+    *,
+    actor,
+    subscription: Subscription,
+    kind: str,
+    terms: LicenseTerms,
+    user_count: int,
+    trial: bool,
+    supersede: bool,
+    reason: str,
+    ticket_url: str,
+    today: date,
+    metadata: dict | None = None,
+) -> License:
+    """Sign and store one license for the locked subscription, audited; with ``supersede``, the
+    current license of the same start date is superseded in the same transaction."""
     customer = subscription.customer
     sold_to = customer.contacts.filter(role=ContactRole.SOLD_TO).first()
     if sold_to is None:
@@ -311,10 +349,9 @@ def license_issue(
             code="no_sold_to_contact",
         )
     signing = _active_signing_key()  # fails loudly, before any write, when no key is set
-    terms = license_terms(subscription=subscription, kind=kind, today=today)
     add_on_products, duo_pro_seats = _add_on_products(subscription, terms, today)
 
-    superseded = (
+    same_start = (
         License.objects.select_for_update()
         .filter(
             subscription=subscription,
@@ -323,6 +360,13 @@ def license_issue(
         )
         .first()
     )
+    if same_start is not None and not supersede:
+        raise ApplicationError(
+            f"License {same_start.pk} of {subscription.name} already starts on "
+            f"{terms.starts_on:%Y-%m-%d}; re-issue that license instead.",
+            code="license_exists",
+        )
+    superseded = same_start
     superseded_status = superseded.status if superseded else None
     if superseded is not None:
         superseded.status = LicenseStatus.SUPERSEDED
@@ -344,13 +388,13 @@ def license_issue(
         notify_users_on=terms.expires_on,
         block_changes_on=terms.expires_on + keyformat.GRACE_PERIOD,
         plan=plan,
-        user_count=subscription.seats,
+        user_count=user_count,
         previous_user_count=terms.previous_user_count,
         trueup_quantity=terms.trueup_quantity,
         trueup_from=terms.trueup_from,
         trueup_to=terms.trueup_to,
         add_ons=add_on_products,
-        trial=subscription.is_trial,
+        trial=trial,
         supersedes=superseded,
         issued_by=actor,
         # Placeholders until the key exists: the key carries the row id (restrictions.id).
@@ -409,6 +453,7 @@ def license_issue(
             "key_sha256": license.key_sha256,
             "signing_key": signing.fingerprint,
             "supersedes": superseded.pk if superseded else None,
+            **(metadata or {}),
         },
     )
     if superseded is not None:
@@ -422,7 +467,6 @@ def license_issue(
             ticket_url=ticket_url,
             metadata={"superseded_by": license.pk},
         )
-    _mark_license_issued_steps(actor=actor, subscription=subscription, license=license)
     _crm_changed(subscription.customer_id)
     return license
 
@@ -447,11 +491,157 @@ def _mark_license_issued_steps(*, actor, subscription: Subscription, license: Li
 
 
 @transaction.atomic
+def license_temporary_extension(
+    *,
+    actor,
+    subscription: Subscription,
+    expires_on: date,
+    user_count: int | None = None,
+    reason: str,
+    ticket_url: str = "",
+    today: date | None = None,
+) -> License:
+    """Extend a self-managed customer's access with a temporary (trial) legacy license from
+    today to ``expires_on``, e-mailed to the sold-to contact (support-workflows §1.6).
+
+    A paid license is never extended in place: the extension is a new trial license beside it.
+    One extension at a time: while one still has more than 5 days to run, another is refused.
+    More than 30 days beyond the current access needs a second person's approval (four-eyes).
+    """
+    from licenses.selectors import license_access_end
+
+    _require_fix_permission(actor)
+    reason = require_reason(reason)
+    today = today or timezone.localdate()
+    subscription = (
+        Subscription.objects.select_for_update().select_related("customer").get(pk=subscription.pk)
+    )
+    if not subscription.is_self_managed:
+        raise ApplicationError(
+            f"{subscription.name} is a GitLab.com subscription: it is extended with a trial on "
+            "its namespace, not with a license.",
+            code="not_self_managed",
+        )
+    if subscription.status == SubscriptionStatus.CANCELLED or subscription.is_trial:
+        raise ApplicationError(
+            f"{subscription.name} is {'a trial' if subscription.is_trial else 'cancelled'}; "
+            "only a paid subscription gets a temporary extension.",
+            code="not_extendable",
+        )
+    access = license_access_end(subscription=subscription, today=today)
+    if access.open_extension is not None and access.open_extension.expires_on > (
+        today + timedelta(days=TEMPORARY_EXTENSION_OPEN_DAYS)
+    ):
+        raise ApplicationError(
+            f"Temporary license {access.open_extension.pk} already runs to "
+            f"{access.open_extension.expires_on:%Y-%m-%d}; a new extension can be issued once "
+            f"it has {TEMPORARY_EXTENSION_OPEN_DAYS} days or fewer left.",
+            code="extension_open",
+        )
+    if expires_on <= access.ends_on:
+        raise ValidationError(
+            {
+                "expires_on": f"Access already runs to {access.ends_on:%Y-%m-%d}; an extension "
+                "must end after that."
+            }
+        )
+    extra_days = (expires_on - access.ends_on).days
+    if (
+        extra_days > TEMPORARY_EXTENSION_APPROVAL_DAYS
+        and actor is not None
+        and not four_eyes_granted(action="license_extend")
+    ):
+        raise ApplicationError(
+            f"An extension of {extra_days} days (over {TEMPORARY_EXTENSION_APPROVAL_DAYS}) "
+            "needs a support lead's approval.",
+            code="needs_approval",
+        )
+    user_count = subscription.seats if user_count is None else user_count
+    if user_count < 1:
+        raise ValidationError({"user_count": "A license needs at least one user."})
+    last = access.paid_license
+    terms = LicenseTerms(
+        starts_on=today,
+        expires_on=expires_on,
+        # The instance checks the previous user count and true-up of the license it runs.
+        previous_user_count=last.previous_user_count if last else None,
+        trueup_quantity=last.trueup_quantity if last else None,
+        trueup_from=last.trueup_from if last else None,
+        trueup_to=last.trueup_to if last else None,
+    )
+    license = _license_create(
+        actor=actor,
+        subscription=subscription,
+        kind=LicenseKind.LEGACY,
+        terms=terms,
+        user_count=user_count,
+        trial=True,
+        supersede=False,
+        reason=reason,
+        ticket_url=ticket_url,
+        today=today,
+        metadata={"temporary_extension": True, "extra_days": extra_days},
+    )
+    license_send(actor=actor, license=license, reason=reason, ticket_url=ticket_url)
+    return license
+
+
+@transaction.atomic
+def subscription_convert_to_cloud(
+    *, actor, subscription: Subscription, reason: str, ticket_url: str = ""
+) -> tuple[ActivationCode, str, LicenseDelivery]:
+    """Move a legacy or offline self-managed subscription to online cloud licensing: set its
+    licensing flag and e-mail a new activation code (support-workflows §1.4, "Transition legacy
+    to cloud"). The license the customer runs stays valid until the instance activates, which
+    issues the cloud license."""
+    from provision.audit import diff_fields
+
+    _require_fix_permission(actor)
+    reason = require_reason(reason)
+    subscription = (
+        Subscription.objects.select_for_update().select_related("customer").get(pk=subscription.pk)
+    )
+    if not subscription.is_self_managed:
+        raise ApplicationError(
+            f"{subscription.name} is a GitLab.com subscription; it has no license to convert.",
+            code="not_self_managed",
+        )
+    if subscription.licensing_method == LicensingMethod.ONLINE_CLOUD:
+        raise ApplicationError(
+            f"{subscription.name} already uses cloud licensing.", code="no_change"
+        )
+    changes = diff_fields(subscription, {"licensing_method": LicensingMethod.ONLINE_CLOUD})
+    subscription.licensing_method = LicensingMethod.ONLINE_CLOUD
+    subscription.full_clean()
+    subscription.save(update_fields=["licensing_method", "updated_at"])
+    audit_record(
+        actor=actor,
+        action="licenses.converted_to_cloud",
+        target=subscription,
+        customer=subscription.customer,
+        changes=changes,
+        reason=reason,
+        ticket_url=ticket_url,
+    )
+    _crm_changed(subscription.customer_id)
+    return activation_code_send(
+        actor=actor, subscription=subscription, reason=reason, ticket_url=ticket_url
+    )
+
+
+@transaction.atomic
 def license_revoke(*, actor, license: License, reason: str, ticket_url: str = "") -> License:
-    """Withdraw a license. It takes a paying customer's key away, so it needs a support lead."""
+    """Withdraw a license. It takes a paying customer's key away, so it needs a second person:
+    a support lead approves the request (four-eyes) before it runs."""
     if actor is not None and not permissions.can_approve(actor):
         raise ApplicationError(
-            "Revoking a license needs a support lead or an admin.", code="needs_approval"
+            "Revoking a license needs a support lead's approval.", code="needs_approval"
+        )
+    if actor is not None and not four_eyes_granted(action="license_revoke"):
+        raise ApplicationError(
+            "Revoking a license needs a second person: request it, and another support lead "
+            "approves it.",
+            code="needs_approval",
         )
     reason = require_reason(reason)
     license = (

@@ -1,9 +1,10 @@
 """Staff console pages for licenses, activation codes, the signing key and troubleshooting.
 
 Thin: selectors read, services write, one service call per POST. (The instance-facing /graphql
-endpoint lives in licenses/graphql.py.) Two pages handle secrets and are never cached: the one
-that shows a new activation code, once, in the response to the POST that made it, and the
-troubleshooting page, which never echoes what was pasted.
+endpoint lives in licenses/graphql.py.) Revoke, re-issue, resend and the activation code are
+support fixes (``provision.fixes``, one page each under /fixes/; the page that shows a new
+activation code once is rendered there); their old addresses here only redirect. The
+troubleshooting page handles secrets: it is never cached and never echoes what was pasted.
 """
 
 import json
@@ -12,6 +13,7 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.http import content_disposition_header
@@ -20,7 +22,7 @@ from django.views.decorators.http import require_POST
 
 from licenses import selectors, services
 from licenses.choices import CURRENT_LICENSE_STATUSES, LicenseKind, LicenseStatus
-from licenses.forms import DownloadForm, LicenseIssueForm, ReasonForm, TroubleshootForm
+from licenses.forms import DownloadForm, LicenseIssueForm, TroubleshootForm
 from licenses.mail import license_filename
 from provision import permissions
 from provision import selectors as provision_selectors
@@ -94,7 +96,8 @@ def license_detail(request, pk: int):
         "can_download": Policy.can_download(user, license) and is_file and is_current,
         "can_send": Policy.can_resend(user, license) and is_file and is_current,
         "can_reissue": Policy.can_issue(user, subscription) and subscription.is_self_managed,
-        "can_revoke": Policy.can_revoke(user, license)
+        # Support may *request* a revoke: the fix files it for a lead's approval (four-eyes).
+        "can_revoke": permissions.can_fix(user)
         and license.status not in (LicenseStatus.REVOKED, LicenseStatus.EXPIRED),
         "download_form": DownloadForm(),
     }
@@ -126,129 +129,48 @@ def license_download(request, pk: int):
     return response
 
 
-def _license_action(request, license, *, form, template_context: dict):
-    return render(
-        request,
-        "licenses/license_action.html",
-        {"license": license, "subscription": license.subscription, "form": form} | template_context,
-    )
+# --- Moved to the support-fix pages --------------------------------------------------------------
+#
+# Revoke, re-issue, resend, the activation code and its release are support fixes now (issue 6):
+# one page each under /fixes/, with a preview, a reason code and, for a revoke, a second person.
+# The old addresses stay for bookmarks and links in e-mails. They only redirect: a POST is never
+# acted on here (the 302 turns it into a GET of the fix page, which previews first).
 
 
-@role_required(Policy.can_revoke)
+def _moved_to_fix(action: str, pk: int):
+    return redirect(reverse("provision:fix", kwargs={"action": action, "pk": pk}))
+
+
+@role_required(permissions.is_staff_member)
 def license_revoke(request, pk: int):
-    license = selectors.license_get(actor=request.user, pk=pk)
-    form = ReasonForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        old = license.get_status_display().lower()
-        try:
-            services.license_revoke(
-                actor=request.user,
-                license=license,
-                reason=form.cleaned_data["reason"],
-                ticket_url=form.cleaned_data["ticket_url"],
-            )
-        except (ApplicationError, ValidationError) as error:
-            apply_service_errors(form, error)
-        else:
-            messages.success(request, f"License {license.pk} revoked (it was {old}).")
-            return redirect(license)
-    return _license_action(
-        request,
-        license,
-        form=form,
-        template_context={
-            "action": "revoke",
-            "title": "Revoke license",
-            "button": "Revoke license",
-            "button_class": "btn-danger",
-            "icon": "bi-x-octagon",
-        },
-    )
+    """Moved: the ``license_revoke`` fix page (four-eyes). GET and POST redirect there."""
+    return _moved_to_fix("license_revoke", pk)
 
 
-@role_required(Policy.can_issue)
+@role_required(permissions.is_staff_member)
 def license_reissue(request, pk: int):
-    license = selectors.license_get(actor=request.user, pk=pk)
-    subscription = license.subscription
-    form = ReasonForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            new = services.license_issue(
-                actor=request.user,
-                subscription=subscription,
-                kind=license.kind,
-                reason=form.cleaned_data["reason"],
-                ticket_url=form.cleaned_data["ticket_url"],
-            )
-        except (ApplicationError, ValidationError) as error:
-            apply_service_errors(form, error)
-        else:
-            replaced = f"; it supersedes license {new.supersedes_id}" if new.supersedes_id else ""
-            messages.success(request, f"License {new.pk} issued{replaced}.")
-            return redirect(new)
-    return _license_action(
-        request,
-        license,
-        form=form,
-        template_context={
-            "action": "reissue",
-            "title": "Re-issue license",
-            "button": "Issue new license",
-            "button_class": "btn-primary",
-            "icon": "bi-arrow-repeat",
-            "preview": _issue_preview(subscription, license.kind),
-        },
-    )
+    """Moved: the ``license_reissue`` fix page. GET and POST redirect there."""
+    return _moved_to_fix("license_reissue", pk)
 
 
-@role_required(Policy.can_resend)
+@role_required(permissions.is_staff_member)
 def license_send(request, pk: int):
-    license = selectors.license_get(actor=request.user, pk=pk)
-    form = ReasonForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            delivery = services.license_send(
-                actor=request.user,
-                license=license,
-                reason=form.cleaned_data["reason"],
-                ticket_url=form.cleaned_data["ticket_url"],
-            )
-        except (ApplicationError, ValidationError) as error:
-            apply_service_errors(form, error)
-        else:
-            _delivery_message(request, delivery, what=f"License file {license_filename(license)}")
-            return redirect(f"{license.get_absolute_url()}#deliveries")
-    return _license_action(
-        request,
-        license,
-        form=form,
-        template_context={
-            "action": "send",
-            "title": "E-mail license file",
-            "button": "Send license file",
-            "button_class": "btn-primary",
-            "icon": "bi-envelope",
-            "filename": license_filename(license),
-        },
-    )
+    """Moved: the ``license_resend`` fix page. GET and POST redirect there."""
+    return _moved_to_fix("license_resend", pk)
 
 
-def _delivery_message(request, delivery, *, what: str) -> None:
-    """Say what happened to the e-mail; after commit it may have gone out already."""
-    delivery.refresh_from_db()
-    if delivery.status == "sent":
-        messages.success(request, f"{what} e-mailed to {delivery.recipient_email}.")
-    elif delivery.status == "failed":
-        messages.error(
-            request,
-            f"{what} could not be e-mailed to {delivery.recipient_email}: {delivery.error}",
-        )
-    else:
-        messages.success(
-            request,
-            f"{what} queued for e-mail to {delivery.recipient_email}; "
-            "the deliveries list shows when it is sent.",
-        )
+@role_required(permissions.is_staff_member)
+def activation_code_send(request, pk: int):
+    """Moved: the ``activation_code_resend`` fix page of the subscription ``pk``. GET and POST
+    redirect there."""
+    return _moved_to_fix("activation_code_resend", pk)
+
+
+@role_required(permissions.is_staff_member)
+def activation_code_release(request, pk: int):
+    """Moved: the ``activation_code_release`` fix page of the activation code ``pk``. GET and
+    POST redirect there."""
+    return _moved_to_fix("activation_code_release", pk)
 
 
 # --- Subscription actions -----------------------------------------------------------------------
@@ -290,90 +212,6 @@ def license_issue(request, pk: int):
         request,
         "licenses/license_issue.html",
         {"subscription": subscription, "form": form, "preview": preview},
-    )
-
-
-@role_required(Policy.can_resend)
-def activation_code_send(request, pk: int):
-    subscription = provision_selectors.subscription_get(actor=request.user, pk=pk)
-    form = ReasonForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            activation_code, code, delivery = services.activation_code_send(
-                actor=request.user,
-                subscription=subscription,
-                reason=form.cleaned_data["reason"],
-                ticket_url=form.cleaned_data["ticket_url"],
-            )
-        except (ApplicationError, ValidationError) as error:
-            apply_service_errors(form, error)
-        else:
-            _delivery_message(
-                request, delivery, what=f"New activation code …{activation_code.code_hint}"
-            )
-            # The only place the plaintext is ever shown: this response, once. It is not put in
-            # the session or a redirect URL, and the response must not be cached.
-            response = render(
-                request,
-                "licenses/activation_code_sent.html",
-                {
-                    "subscription": subscription,
-                    "activation_code": activation_code,
-                    "code": code,
-                    "delivery": delivery,
-                },
-            )
-            add_never_cache_headers(response)
-            return response
-    method, email, recipient = selectors.delivery_recipient(subscription)
-    return render(
-        request,
-        "licenses/activation_code_send.html",
-        {
-            "subscription": subscription,
-            "form": form,
-            "licensing": selectors.subscription_licensing(
-                actor=request.user, subscription=subscription
-            ),
-            "recipient_method": method,
-            "recipient_email": email,
-            "recipient": recipient,
-        },
-    )
-
-
-@role_required(Policy.can_release)
-def activation_code_release(request, pk: int):
-    activation_code = selectors.activation_code_get(actor=request.user, pk=pk)
-    subscription = activation_code.subscription
-    form = ReasonForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.activation_code_release(
-                actor=request.user,
-                activation_code=activation_code,
-                reason=form.cleaned_data["reason"],
-                ticket_url=form.cleaned_data["ticket_url"],
-            )
-        except (ApplicationError, ValidationError) as error:
-            apply_service_errors(form, error)
-        else:
-            messages.success(
-                request,
-                f"Activation code …{activation_code.code_hint} released: the next instance "
-                "that activates with it takes it over.",
-            )
-            return redirect(f"{subscription.get_absolute_url()}#activation-code")
-    bound = activation_code.active_activations[0] if activation_code.active_activations else None
-    return render(
-        request,
-        "licenses/activation_code_release.html",
-        {
-            "activation_code": activation_code,
-            "subscription": subscription,
-            "bound": bound,
-            "form": form,
-        },
     )
 
 

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 
 from provision.choices import ActorKind
-from provision.context import get_context
+from provision.context import get_context, get_fix_context
 from provision.models import AuditEvent, Customer
 
 
@@ -59,6 +59,18 @@ def audit_record(
     if not connection.in_atomic_block:
         raise RuntimeError("audit_record must be called inside the service's transaction")
     context = get_context()
+    metadata = dict(metadata or {})
+    fix = get_fix_context()
+    reason_code = ""
+    if fix is not None:
+        # Every event of a console fix (and of what it sets off) carries its reason code and,
+        # for a four-eyes fix, both people: the timeline shows who asked and who approved.
+        reason_code = fix.reason_code
+        metadata.setdefault("fix", fix.action)
+        if fix.approved_by is not None:
+            metadata.setdefault("requested_by", fix.requested_by.get_username())
+            metadata.setdefault("approved_by", fix.approved_by.get_username())
+            metadata.setdefault("fix_request", fix.fix_request_id)
     if actor is not None:
         actor_text = actor.get_username()
         kind = actor_kind or ActorKind.STAFF
@@ -75,11 +87,12 @@ def audit_record(
         target_text=str(target)[:200],
         customer=customer,
         changes={k: [_plain(v[0]), _plain(v[1])] for k, v in (changes or {}).items()},
+        reason_code=reason_code,
         reason=reason,
         ticket_url=ticket_url,
         request_id=context.request_id,
         source=context.source,
-        metadata=metadata or {},
+        metadata=metadata,
     )
     event.full_clean(exclude=["actor", "customer"])
     event.save(force_insert=True)

@@ -121,3 +121,32 @@ class AuditSource(models.TextChoices):
     TASK = "task", "Background task"
     COMMAND = "command", "Management command"
     SHELL = "shell", "Shell"
+
+
+class ReasonCode(models.TextChoices):
+    """Why a support fix was made: a fixed list for reporting, with free text beside it.
+
+    Modelled on the L&R ticket categories (support-workflows §3) and on Kill Bill's reason codes.
+    """
+
+    CUSTOMER_REQUEST = "customer_request", "Customer request"
+    INTERNAL_REQUEST = "internal_request", "Internal request (AE / CSM)"
+    ORDER_CORRECTION = "order_correction", "Order or quote correction"
+    PROVISIONING_FAILURE = "provisioning_failure", "Provisioning failure"
+    DELIVERY_PROBLEM = "delivery_problem", "License or code not received"
+    ACTIVATION_PROBLEM = "activation_problem", "Activation or sync problem"
+    LATE_RENEWAL = "late_renewal", "Late renewal (temporary extension)"
+    TRUE_UP_WAIVER = "true_up_waiver", "Approved true-up waiver"
+    OWNERSHIP_CHANGE = "ownership_change", "Ownership or contact change"
+    CLOUD_LICENSING_TRANSITION = "cloud_transition", "Transition to cloud licensing"
+    SECURITY = "security", "Security or abuse"
+    DATA_CORRECTION = "data_correction", "Data correction (our error)"
+
+
+class FixRequestState(models.TextChoices):
+    """A four-eyes fix request: asked, then approved (and run) or rejected or withdrawn."""
+
+    PENDING = "pending", "Waiting for approval"
+    DONE = "done", "Approved and done"
+    REJECTED = "rejected", "Rejected"
+    WITHDRAWN = "withdrawn", "Withdrawn"

@@ -47,6 +47,7 @@ from provision.choices import (
     PartnerKind,
     Plan,
     ProvisioningStepKind,
+    ReasonCode,
     Role,
     StepState,
     SubscriptionStatus,
@@ -313,6 +314,7 @@ class DemoBuilder:
         self.issue_licenses()
         self.advance_provisioning()
         self.true_ups()
+        self.pending_approvals()
         self.create_rollups()
         notes = self.add_notes()
         return {
@@ -1024,16 +1026,62 @@ class DemoBuilder:
             subscription = Subscription.objects.get(pk=lineage.current.subscription.pk)
             peak = selectors.subscription_peak_usage(subscription=subscription)
             new_seats = max(subscription.seats + 5, math.ceil(peak * 1.1 / 5) * 5)
-            subscription = services.subscription_seats_change(
-                actor=self.lead,
-                subscription=subscription,
-                seats=new_seats,
+            # As support does it: the agent files the fix; a rise of more than 20% waits for
+            # the lead's approval (four-eyes), which the demo then gives.
+            outcome = services.fix_submit(
+                actor=self.support,
+                action="seats_change",
+                target_pk=subscription.pk,
+                params={"seats": new_seats},
+                reason_code=ReasonCode.ORDER_CORRECTION,
                 reason="True-up: customer bought the seats in use plus headroom",
                 ticket_url=self.ticket(),
             )
+            if outcome.request is not None:
+                services.fix_request_approve(
+                    actor=self.lead,
+                    fix_request=outcome.request,
+                    note="Checked the true-up order in Salesforce",
+                )
+            subscription = Subscription.objects.get(pk=subscription.pk)
             lineage.current.seats = new_seats
             if subscription.is_self_managed:
                 self.licenses.extend(license_current(subscription))
+
+    def pending_approvals(self) -> None:
+        """Two risky fixes an agent asked for today, waiting in the leads' approvals queue: a
+        revoke (a key posted publicly) and a 45-day temporary extension."""
+        from licenses.choices import LicenseKind, LicenseStatus
+
+        file_licenses = [
+            license
+            for license in self.licenses
+            if license.kind != LicenseKind.ONLINE_CLOUD
+            and license.status in (LicenseStatus.ISSUED, LicenseStatus.ACTIVE)
+            and not license.trial
+        ]
+        if not file_licenses:
+            return
+        revoked = file_licenses[0]
+        services.fix_submit(
+            actor=self.support,
+            action="license_revoke",
+            target_pk=revoked.pk,
+            params={},
+            reason_code=ReasonCode.SECURITY,
+            reason="The customer posted this key in a public issue; they have a new one",
+            ticket_url=self.ticket(),
+        )
+        extended = file_licenses[-1].subscription
+        services.fix_submit(
+            actor=self.support,
+            action="license_extend",
+            target_pk=extended.pk,
+            params={"expires_on": (extended.term_end + timedelta(days=45)).isoformat()},
+            reason_code=ReasonCode.LATE_RENEWAL,
+            reason="Renewal PO is stuck in the customer's procurement; AE asks for 45 days",
+            ticket_url=self.ticket(),
+        )
 
     # -- Rollups ---------------------------------------------------------------------------------
 

@@ -69,12 +69,19 @@ class CustomerEditForm(ReasonFormMixin, forms.Form):
         return data
 
 
-class SeatsChangeForm(ReasonFormMixin, forms.Form):
-    seats = forms.IntegerField(min_value=0, max_value=10_000_000)
-    field_order = ["seats", "reason", "ticket_url"]
-
-
 class NoteForm(forms.Form):
     body = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3}), max_length=10_000, label="Note"
+    )
+
+
+class FixDecisionForm(forms.Form):
+    """A lead's note when approving or rejecting a four-eyes request (or the requester's, when
+    withdrawing it)."""
+
+    note = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}),
+        max_length=2000,
+        label="Note",
+        help_text="Kept with the decision. Required to reject or withdraw.",
     )

@@ -18,11 +18,13 @@ from provision.choices import (
     Channel,
     ContactRole,
     Deployment,
+    FixRequestState,
     LicensingMethod,
     OrderKind,
     PartnerKind,
     Plan,
     ProvisioningStepKind,
+    ReasonCode,
     StepState,
     SubscriptionStatus,
 )
@@ -350,8 +352,19 @@ class ProvisioningStep(models.Model):
         return self.state == StepState.PENDING and self.due_at < timezone.now()
 
     @staticmethod
-    def default_due_at(start=None):
-        return (start or timezone.now()) + timedelta(hours=settings.PROVISIONING_STEP_SLA_HOURS)
+    def sla(kind: str) -> timedelta:
+        """How long a step of this kind may stay pending once the step before it is done."""
+        if kind not in ProvisioningStepKind.values:
+            raise ValueError(f"not a provisioning step kind: {kind!r}")
+        hours = settings.PROVISIONING_STEP_SLA_HOURS_BY_STEP.get(
+            kind, settings.PROVISIONING_STEP_SLA_HOURS
+        )
+        return timedelta(hours=hours)
+
+    @staticmethod
+    def default_due_at(kind: str, start=None):
+        """When a step of ``kind`` whose clock starts at ``start`` (default now) becomes stuck."""
+        return (start or timezone.now()) + ProvisioningStep.sla(kind)
 
 
 class AuditEventQuerySet(models.QuerySet):
@@ -398,6 +411,12 @@ class AuditEvent(models.Model):
         help_text="The customer this event belongs to, for the customer timeline.",
     )
     changes = models.JSONField(default=dict, blank=True, help_text="{field: [old, new]}")
+    reason_code = models.CharField(
+        max_length=30,
+        choices=ReasonCode.choices,
+        blank=True,
+        help_text="The fixed-list reason of a support fix; blank for system changes.",
+    )
     reason = models.TextField(blank=True)
     ticket_url = models.URLField(blank=True, max_length=500)
     request_id = models.CharField(max_length=64, blank=True, db_index=True)
@@ -445,3 +464,63 @@ class Note(TimestampedModel):
 
     def __str__(self):
         return f"Note by {self.author_text} on {self.created_at:%Y-%m-%d}"
+
+
+class FixRequest(models.Model):
+    """A risky support fix waiting for a second person (four-eyes), and what became of it.
+
+    It holds what the requester asked (the action, its target and parameters, the reason) and
+    the preview they confirmed, so the approver judges exactly that. Approving runs the fix in
+    the approver's transaction; the fix's audit event names both people.
+    """
+
+    action = models.CharField(max_length=40, help_text="The fix's key, e.g. license_revoke.")
+    target_type = models.CharField(max_length=60, help_text="app_label.model")
+    target_id = models.CharField(max_length=64)
+    target_text = models.CharField(max_length=200)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="fix_requests")
+    params = models.JSONField(default=dict, blank=True, help_text="The fix form's values.")
+    preview = models.JSONField(default=dict, help_text="The preview the requester confirmed.")
+    preview_digest = models.CharField(max_length=64)
+    why_approval = models.CharField(max_length=300, help_text="Which four-eyes rule applies.")
+    reason_code = models.CharField(max_length=30, choices=ReasonCode.choices)
+    reason = models.TextField()
+    ticket_url = models.URLField(blank=True, max_length=500)
+    state = models.CharField(
+        max_length=10, choices=FixRequestState.choices, default=FixRequestState.PENDING
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.TextField(blank=True)
+    outcome = models.TextField(blank=True, help_text="What the fix did, or why it was refused.")
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        indexes = [
+            models.Index(fields=["state", "requested_at"]),
+            models.Index(fields=["customer", "-requested_at"]),
+            models.Index(fields=["target_type", "target_id", "state"]),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(state=FixRequestState.PENDING)
+                | Q(decided_at__isnull=False, decided_by__isnull=False),
+                name="fixrequest_decided_has_who_and_when",
+            ),
+            models.CheckConstraint(
+                condition=~Q(decided_by=F("requested_by")) | Q(state=FixRequestState.WITHDRAWN),
+                name="fixrequest_four_eyes",
+            ),
+        ]
+
+    def __str__(self):
+        return f"Fix request #{self.pk}: {self.action} on {self.target_text}"
+
+    def get_absolute_url(self):
+        return reverse("provision:fixrequest_detail", args=[self.pk])

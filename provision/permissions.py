@@ -104,8 +104,9 @@ class AuditPolicy:
 
 class LicensePolicy:
     """Licenses, activation codes and their deliveries. Mirrors licenses/services.py: support
-    roles issue, resend and download (``can_fix``); taking a key away from a paying customer
-    (revoke) or freeing a bound activation code (release) needs a lead (``can_approve``)."""
+    roles issue, resend and download (``can_fix``); freeing a bound activation code (release)
+    needs a lead (``can_approve``). Support may ask for a revoke; it runs once a second person,
+    a lead, approves it (four-eyes: provision.fixes.LicenseRevoke, services.license_revoke)."""
 
     @staticmethod
     def can_view(user, license=None) -> bool:
@@ -122,10 +123,6 @@ class LicensePolicy:
     @staticmethod
     def can_download(user, license=None) -> bool:
         return can_fix(user)
-
-    @staticmethod
-    def can_revoke(user, license=None) -> bool:
-        return can_approve(user)
 
     @staticmethod
     def can_release(user, activation_code=None) -> bool:

@@ -24,18 +24,22 @@ from provision.choices import (
     Channel,
     ContactRole,
     Deployment,
+    FixRequestState,
     LicensingMethod,
     OrderKind,
     PartnerKind,
     Plan,
     ProvisioningStepKind,
+    ReasonCode,
     StepState,
     SubscriptionStatus,
 )
+from provision.context import fix_context, four_eyes_granted
 from provision.exceptions import ApplicationError
 from provision.models import (
     Contact,
     Customer,
+    FixRequest,
     Note,
     Partner,
     ProvisioningRecord,
@@ -415,6 +419,15 @@ def subscription_update(
     return subscription
 
 
+# Four-eyes (issue 6): a seat increase above this share needs a second person's approval.
+SEAT_INCREASE_APPROVAL_PERCENT = 20
+
+
+def seats_increase_needs_approval(*, old_seats: int, seats: int) -> bool:
+    """More than 20% above the current seats (any increase from 0)."""
+    return seats > old_seats and seats * 100 > old_seats * (100 + SEAT_INCREASE_APPROVAL_PERCENT)
+
+
 @transaction.atomic
 def subscription_seats_change(
     *, actor, subscription: Subscription, seats: int, reason: str, ticket_url: str = ""
@@ -435,6 +448,16 @@ def subscription_seats_change(
     old_seats = subscription.seats
     if seats == old_seats:
         raise ApplicationError(f"{subscription.name} already has {seats} seats.", code="no_change")
+    if (
+        actor is not None
+        and seats_increase_needs_approval(old_seats=old_seats, seats=seats)
+        and not four_eyes_granted(action="seats_change")
+    ):
+        raise ApplicationError(
+            f"Raising {subscription.name} from {old_seats} to {seats} seats is an increase of "
+            f"more than {SEAT_INCREASE_APPROVAL_PERCENT}%; it needs a support lead's approval.",
+            code="needs_approval",
+        )
     peak = selectors.subscription_peak_usage(subscription=subscription)
     if seats < peak and actor is not None and not permissions.can_approve(actor):
         raise ApplicationError(
@@ -643,8 +666,7 @@ def provisioning_record_open(
     record.save()
     kinds = SELF_MANAGED_STEPS if subscription.is_self_managed else GITLAB_COM_STEPS
     now = timezone.now()
-    due = ProvisioningStep.default_due_at(now)
-    ProvisioningStep.objects.bulk_create(
+    steps = [
         ProvisioningStep(
             record=record,
             kind=step_kind,
@@ -653,11 +675,25 @@ def provisioning_record_open(
             if step_kind == ProvisioningStepKind.SUBSCRIPTION_CREATED
             else StepState.PENDING,
             completed_at=now if step_kind == ProvisioningStepKind.SUBSCRIPTION_CREATED else None,
-            due_at=due,
+            due_at=now,
         )
         for position, step_kind in enumerate(kinds)
-    )
+    ]
+    _schedule_open_steps([step for step in steps if step.state == StepState.PENDING], start=now)
+    ProvisioningStep.objects.bulk_create(steps)
     return record
+
+
+def _schedule_open_steps(steps: list[ProvisioningStep], *, start) -> None:
+    """Set the due dates of a record's open steps, in position order, from ``start``.
+
+    Each step's SLA (``PROVISIONING_STEP_SLA_HOURS_BY_STEP``) runs from when the step before it
+    completes, so a waiting step is due the sum of its own and the earlier open steps' SLAs
+    after ``start``; when a step completes, the steps after it are scheduled again from then.
+    """
+    for step in sorted(steps, key=lambda s: s.position):
+        step.due_at = ProvisioningStep.default_due_at(step.kind, start=start)
+        start = step.due_at
 
 
 @transaction.atomic
@@ -689,6 +725,11 @@ def provisioning_step_set_state(
     step.full_clean()
     step.save()
     record = step.record
+    if step.completed_at is not None:
+        # The next steps' SLAs start now (a delivery's clock starts when the license is issued).
+        later = list(record.steps.filter(position__gt=step.position, state=StepState.PENDING))
+        _schedule_open_steps(later, start=step.completed_at)
+        ProvisioningStep.objects.bulk_update(later, ["due_at"])
     if not record.steps.exclude(state__in=[StepState.DONE, StepState.SKIPPED]).exists():
         record.completed_at = timezone.now()
         record.save(update_fields=["completed_at", "updated_at"])
@@ -758,3 +799,431 @@ def note_add(*, actor, customer: Customer, body: str, target=None) -> Note:
         metadata={"on": f"{note.target_type}:{note.target_id}"},
     )
     return note
+
+
+# --- Support fixes: retry and close provisioning steps ------------------------------------------
+
+RETRYABLE_STEPS = frozenset(
+    {
+        ProvisioningStepKind.LICENSE_ISSUED,
+        ProvisioningStepKind.DELIVERED,
+        ProvisioningStepKind.ACTIVATED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class StepRetryPlan:
+    """What retrying a step would do, for its preview and for the retry itself."""
+
+    action: str  # "issue_license" | "send_license" | "send_code"
+    due_at: object
+    license_id: int | None = None
+    licenses_issued: tuple[str, ...] = ()
+    licenses_superseded: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def provisioning_step_retry_plan(*, step: ProvisioningStep) -> StepRetryPlan:
+    """Decide what a retry of ``step`` does; refuses (ApplicationError) when nothing can be
+    resent. Reads only: the preview and ``provisioning_step_retry`` share it."""
+    from licenses.choices import LicenseKind
+    from licenses.selectors import delivery_recipient, license_current
+
+    if step.kind not in RETRYABLE_STEPS:
+        raise ApplicationError(
+            f"{step.get_kind_display()} waits on the customer; there is nothing to resend.",
+            code="not_retryable",
+        )
+    subscription = step.record.subscription
+    due_at = ProvisioningStep.default_due_at(kind=step.kind)
+    cloud = subscription.licensing_method == LicensingMethod.ONLINE_CLOUD
+    if step.kind == ProvisioningStepKind.LICENSE_ISSUED:
+        current = license_current(subscription).defer("key", "attributes").first()
+        return StepRetryPlan(
+            action="issue_license",
+            due_at=due_at,
+            licenses_issued=(
+                f"A new {LicenseKind(subscription.licensing_method).label.lower()} for "
+                f"{subscription.seats} users",
+            ),
+            licenses_superseded=(
+                (f"License #{current.pk} becomes superseded",) if current is not None else ()
+            ),
+        )
+    if cloud:
+        _method, email, _who = delivery_recipient(subscription)
+        if not email:
+            raise ApplicationError(
+                f"{subscription.customer.name} has no sold-to contact to send the code to.",
+                code="no_sold_to_contact",
+            )
+        return StepRetryPlan(
+            action="send_code",
+            due_at=due_at,
+            emails=(f"A new activation code to {email}",),
+            notes=("The previous activation code stops working.",),
+        )
+    current = (
+        license_current(subscription)
+        .filter(kind__in=[LicenseKind.OFFLINE_CLOUD, LicenseKind.LEGACY])
+        .defer("key", "attributes")
+        .first()
+    )
+    if current is None:
+        raise ApplicationError(
+            f"{subscription.name} has no current license file to send: retry the license step "
+            "first.",
+            code="no_license",
+        )
+    return StepRetryPlan(
+        action="send_license",
+        due_at=due_at,
+        license_id=current.pk,
+        emails=(f"License #{current.pk}'s file to {current.licensee_email}",),
+    )
+
+
+@transaction.atomic
+def provisioning_step_retry(
+    *, actor, step: ProvisioningStep, reason: str, ticket_url: str = ""
+) -> str:
+    """Run a pending or failed step's action again (issue the license, send the file or a new
+    activation code) and restart its SLA clock. Returns what was done, for the agent."""
+    from licenses.models import License
+    from licenses.services import activation_code_send, license_issue, license_send
+
+    _require_fix_permission(actor)
+    reason = require_reason(reason)
+    step = (
+        ProvisioningStep.objects.select_for_update(of=("self",))
+        .select_related("record__subscription__customer")
+        .get(pk=step.pk)
+    )
+    if step.state not in (StepState.PENDING, StepState.FAILED):
+        raise ApplicationError(
+            f"{step.get_kind_display()} is already {step.get_state_display().lower()}.",
+            code="no_change",
+        )
+    plan = provisioning_step_retry_plan(step=step)
+    record = step.record
+    subscription = record.subscription
+    changes = {
+        step.kind: [step.state, StepState.PENDING],
+        "attempts": [step.attempts, step.attempts + 1],
+        "due_at": [step.due_at, plan.due_at],
+    }
+    step.state = StepState.PENDING
+    step.attempts += 1
+    step.due_at = plan.due_at
+    step.last_error = ""
+    step.save(update_fields=["state", "attempts", "due_at", "last_error", "updated_at"])
+    # The steps waiting behind it start their SLAs after the retried step's new due date.
+    later = list(record.steps.filter(position__gt=step.position, state=StepState.PENDING))
+    _schedule_open_steps(later, start=step.due_at)
+    ProvisioningStep.objects.bulk_update(later, ["due_at"])
+    audit_record(
+        actor=actor,
+        action="provision.provisioning_step_retried",
+        target=record,
+        customer=subscription.customer,
+        changes=changes,
+        reason=reason,
+        ticket_url=ticket_url,
+        metadata={"step": step.kind, "retry": plan.action},
+    )
+    retry_reason = f"Retry of {step.get_kind_display().lower()}: {reason}"
+    if plan.action == "issue_license":
+        license = license_issue(
+            actor=actor, subscription=subscription, reason=retry_reason, ticket_url=ticket_url
+        )
+        return f"License {license.pk} issued for {subscription.name}."
+    if plan.action == "send_code":
+        activation_code, _code, delivery = activation_code_send(
+            actor=actor, subscription=subscription, reason=retry_reason, ticket_url=ticket_url
+        )
+        return (
+            f"New activation code …{activation_code.code_hint} queued for "
+            f"{delivery.recipient_email}."
+        )
+    license = License.objects.get(pk=plan.license_id)
+    delivery = license_send(
+        actor=actor, license=license, reason=retry_reason, ticket_url=ticket_url
+    )
+    return f"License #{license.pk}'s file queued for {delivery.recipient_email}."
+
+
+@transaction.atomic
+def provisioning_step_mark_done(
+    *, actor, step: ProvisioningStep, evidence: str, reason: str, ticket_url: str = ""
+) -> ProvisioningStep:
+    """Close a step done outside Provision, keeping the evidence that it is done."""
+    _require_fix_permission(actor)
+    reason = require_reason(reason)
+    evidence = (evidence or "").strip()
+    if not evidence:
+        raise ValidationError({"evidence": "Say what shows the step is done."})
+    step = (
+        ProvisioningStep.objects.select_for_update(of=("self",))
+        .select_related("record__subscription__customer")
+        .get(pk=step.pk)
+    )
+    if step.state not in (StepState.PENDING, StepState.FAILED):
+        raise ApplicationError(
+            f"{step.get_kind_display()} is already {step.get_state_display().lower()}.",
+            code="no_change",
+        )
+    old_state = step.state
+    now = timezone.now()
+    step.state = StepState.DONE
+    step.completed_at = now
+    step.last_error = ""
+    step.full_clean()
+    step.save(update_fields=["state", "completed_at", "last_error", "updated_at"])
+    record = step.record
+    completed = not record.steps.exclude(state__in=[StepState.DONE, StepState.SKIPPED]).exists()
+    if completed:
+        record.completed_at = now
+        record.save(update_fields=["completed_at", "updated_at"])
+    audit_record(
+        actor=actor,
+        action="provision.provisioning_step_marked_done",
+        target=record,
+        customer=record.subscription.customer,
+        changes={step.kind: [old_state, StepState.DONE]},
+        reason=reason,
+        ticket_url=ticket_url,
+        metadata={"evidence": evidence, "record_completed": completed},
+    )
+    return step
+
+
+# --- Support fixes: submit, and the four-eyes requests -------------------------------------------
+
+
+class FixConflict(ApplicationError):
+    """The target changed since the agent's preview; ``preview`` is what the fix would do now."""
+
+    def __init__(self, message: str, *, preview):
+        super().__init__(message, code="conflict")
+        self.preview = preview
+
+
+@dataclass
+class FixOutcome:
+    """A submitted fix either ran (``result``) or waits for approval (``request``)."""
+
+    result: object | None = None
+    request: FixRequest | None = None
+
+
+def _fix_checked(*, fix, target, params: dict, seen_digest: str):
+    """The fix's preview of ``target`` now; refuses when the fix does not apply or when the
+    agent confirmed a different preview (somebody changed the target meanwhile)."""
+    unavailable = fix.unavailable(target)
+    if unavailable:
+        raise ApplicationError(unavailable, code="not_applicable")
+    preview = fix.preview(target, params)
+    if seen_digest and preview.digest() != seen_digest:
+        raise FixConflict(
+            "Somebody changed this while you were looking: nothing was done. Check the new "
+            "preview and confirm again.",
+            preview=preview,
+        )
+    return preview
+
+
+@transaction.atomic
+def fix_submit(
+    *,
+    actor,
+    action: str,
+    target_pk: int,
+    params: dict,
+    reason_code: str,
+    reason: str,
+    ticket_url: str = "",
+    seen_digest: str = "",
+) -> FixOutcome:
+    """Run one support fix, or file it for a second person's approval when a four-eyes rule
+    applies. The target is locked, its preview recomputed and compared with ``seen_digest``
+    (the preview the agent confirmed) before anything changes; one service call follows, inside
+    ``fix_context`` so its audit events carry the reason code."""
+    from provision.fixes import fix_get
+
+    fix = fix_get(action)
+    if not fix.allowed(actor):
+        raise ApplicationError("You do not have permission to make this fix.", code="forbidden")
+    reason = require_reason(reason)
+    if reason_code not in ReasonCode.values:
+        raise ValidationError({"reason_code": "Choose a reason from the list."})
+    target = fix.lock(target_pk)
+    preview = _fix_checked(fix=fix, target=target, params=params, seen_digest=seen_digest)
+    rule = fix.approval_rule(target, params, actor)
+    if rule:
+        if fix.key == "namespace_force_associate" and not (ticket_url or "").strip():
+            raise ValidationError({"ticket_url": "Force associate needs the ticket link."})
+        waiting = FixRequest.objects.filter(
+            action=fix.key,
+            target_type=target._meta.label_lower,
+            target_id=str(target.pk),
+            state=FixRequestState.PENDING,
+        ).first()
+        if waiting is not None:
+            raise ApplicationError(
+                f"Request #{waiting.pk} for this is already waiting for a lead's approval; "
+                "withdraw it first to ask again.",
+                code="already_requested",
+                extra={"fix_request": waiting.pk},
+            )
+        customer = fix.customer_of(target, params)
+        request = FixRequest(
+            action=fix.key,
+            target_type=target._meta.label_lower,
+            target_id=str(target.pk),
+            target_text=fix.describe(target)[:200],
+            customer=customer,
+            params=params,
+            preview=preview.as_dict(),
+            preview_digest=preview.digest(),
+            why_approval=rule[:300],
+            reason_code=reason_code,
+            reason=reason,
+            ticket_url=ticket_url,
+            requested_by=actor,
+        )
+        request.full_clean()
+        request.save()
+        with fix_context(action=fix.key, reason_code=reason_code):
+            audit_record(
+                actor=actor,
+                action="provision.fix_requested",
+                target=request,
+                customer=customer,
+                changes={"state": [None, FixRequestState.PENDING]},
+                reason=reason,
+                ticket_url=ticket_url,
+                metadata={"why_approval": rule, "target": f"{request.target_type}:{target.pk}"},
+            )
+        return FixOutcome(request=request)
+    with fix_context(action=fix.key, reason_code=reason_code, requested_by=actor):
+        result = fix.apply(
+            actor=actor, target=target, params=params, reason=reason, ticket_url=ticket_url
+        )
+    return FixOutcome(result=result)
+
+
+def _fix_request_locked(fix_request: FixRequest) -> FixRequest:
+    request = (
+        FixRequest.objects.select_for_update(of=("self",))
+        .select_related("requested_by", "customer")
+        .get(pk=fix_request.pk)
+    )
+    if request.state != FixRequestState.PENDING:
+        raise ApplicationError(
+            f"Request #{request.pk} is already {request.get_state_display().lower()}.",
+            code="not_pending",
+        )
+    return request
+
+
+def _fix_request_decide(*, request: FixRequest, actor, state: str, note: str, outcome: str):
+    request.state = state
+    request.decided_by = actor
+    request.decided_at = timezone.now()
+    request.decision_note = note
+    request.outcome = outcome
+    request.full_clean()
+    request.save()
+
+
+@transaction.atomic
+def fix_request_approve(*, actor, fix_request: FixRequest, note: str = ""):
+    """A second person approves a four-eyes fix: it runs now, as the approver, in this
+    transaction; its audit events name requester and approver. Refused to the requester
+    themself and when the target changed since the request (the preview no longer matches)."""
+    from provision.fixes import fix_get
+
+    if not permissions.can_approve(actor):
+        raise ApplicationError("Only a support lead can approve fixes.", code="forbidden")
+    request = _fix_request_locked(fix_request)
+    if request.requested_by_id == actor.pk:
+        raise ApplicationError(
+            "You asked for this fix: another support lead must approve it.", code="four_eyes"
+        )
+    fix = fix_get(request.action)
+    try:
+        target = fix.lock(request.target_id)
+    except fix.model.DoesNotExist as error:
+        raise ApplicationError(
+            f"{request.target_text} no longer exists; reject the request.", code="gone"
+        ) from error
+    _fix_checked(fix=fix, target=target, params=request.params, seen_digest=request.preview_digest)
+    with fix_context(
+        action=fix.key,
+        reason_code=request.reason_code,
+        requested_by=request.requested_by,
+        approved_by=actor,
+        fix_request_id=request.pk,
+    ):
+        result = fix.apply(
+            actor=actor,
+            target=target,
+            params=request.params,
+            reason=request.reason,
+            ticket_url=request.ticket_url,
+        )
+    _fix_request_decide(
+        request=request, actor=actor, state=FixRequestState.DONE, note=note, outcome=result.message
+    )
+    return result
+
+
+@transaction.atomic
+def fix_request_reject(*, actor, fix_request: FixRequest, reason: str) -> FixRequest:
+    """A support lead turns a request down, saying why; nothing else changes."""
+    if not permissions.can_approve(actor):
+        raise ApplicationError("Only a support lead can reject fixes.", code="forbidden")
+    reason = require_reason(reason)
+    request = _fix_request_locked(fix_request)
+    if request.requested_by_id == actor.pk:
+        raise ApplicationError(
+            "You asked for this fix: withdraw it instead of rejecting it.", code="four_eyes"
+        )
+    _fix_request_decide(
+        request=request, actor=actor, state=FixRequestState.REJECTED, note=reason, outcome=""
+    )
+    with fix_context(action=request.action, reason_code=request.reason_code):
+        audit_record(
+            actor=actor,
+            action="provision.fix_request_rejected",
+            target=request,
+            customer=request.customer,
+            changes={"state": [FixRequestState.PENDING, FixRequestState.REJECTED]},
+            reason=reason,
+            metadata={"requested_by": request.requested_by.get_username()},
+        )
+    return request
+
+
+@transaction.atomic
+def fix_request_withdraw(*, actor, fix_request: FixRequest, reason: str) -> FixRequest:
+    """The requester takes their own pending request back."""
+    reason = require_reason(reason)
+    request = _fix_request_locked(fix_request)
+    if actor is None or request.requested_by_id != actor.pk:
+        raise ApplicationError("Only the requester can withdraw a request.", code="forbidden")
+    _fix_request_decide(
+        request=request, actor=actor, state=FixRequestState.WITHDRAWN, note=reason, outcome=""
+    )
+    with fix_context(action=request.action, reason_code=request.reason_code):
+        audit_record(
+            actor=actor,
+            action="provision.fix_request_withdrawn",
+            target=request,
+            customer=request.customer,
+            changes={"state": [FixRequestState.PENDING, FixRequestState.WITHDRAWN]},
+            reason=reason,
+        )
+    return request

@@ -335,8 +335,42 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- Provision ------------------------------------------------------------------------------
-# How long a provisioning step may stay pending before the record counts as stuck.
+# How long a provisioning step may stay pending before the record counts as stuck: hours per
+# step kind, counted from when the step before it completed (a delivery's clock starts when
+# the license is issued). A step not named here gets PROVISIONING_STEP_SLA_HOURS. Setting the
+# variable replaces the whole mapping; "{}" gives every step the same SLA.
 PROVISIONING_STEP_SLA_HOURS = env_int("PROVISIONING_STEP_SLA_HOURS", 24)
+if PROVISIONING_STEP_SLA_HOURS < 1:
+    raise ImproperlyConfigured(
+        f"PROVISIONING_STEP_SLA_HOURS must be 1 or more, got {PROVISIONING_STEP_SLA_HOURS}"
+    )
+PROVISIONING_STEP_SLA_HOURS_BY_STEP = env_json_object(
+    "PROVISIONING_STEP_SLA_HOURS_BY_STEP",
+    {"license_issued": 1, "delivered": 4, "activated": 72, "namespace_provisioned": 24,
+     "first_usage": 48},
+)  # fmt: skip
+
+
+def _check_step_slas(slas: dict) -> None:
+    from provision.choices import ProvisioningStepKind
+
+    name = "PROVISIONING_STEP_SLA_HOURS_BY_STEP"
+    unknown = sorted(set(slas) - set(ProvisioningStepKind.values))
+    if unknown:
+        raise ImproperlyConfigured(
+            f"{name}: unknown step kind {', '.join(map(repr, unknown))}; the step kinds are "
+            f"{', '.join(ProvisioningStepKind.values)}"
+        )
+    for kind, hours in slas.items():
+        # NaN fails both comparisons; JSON's Infinity fails the upper bound.
+        if isinstance(hours, bool) or not isinstance(hours, int | float) or not 0 < hours <= 8760:
+            raise ImproperlyConfigured(
+                f"{name}: the SLA of {kind!r} must be a positive number of hours (at most 8760, "
+                f"a year), got {hours!r}"
+            )
+
+
+_check_step_slas(PROVISIONING_STEP_SLA_HOURS_BY_STEP)
 # An instance with an active online cloud license that has not sent Seat Link for this many
 # days has "gone dark" (Seat Link is daily; GitLab retries a failed one for about two days).
 INSTANCE_DARK_AFTER_DAYS = env_int("INSTANCE_DARK_AFTER_DAYS", 3)

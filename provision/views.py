@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
@@ -12,7 +13,7 @@ from provision import permissions, selectors, services
 from provision import search as search_module
 from provision.decorators import role_required
 from provision.exceptions import ApplicationError
-from provision.forms import CustomerEditForm, NoteForm, SeatsChangeForm
+from provision.forms import CustomerEditForm, NoteForm
 from provision.view_helpers import apply_service_errors, page_of, querystring_without_page
 
 
@@ -78,23 +79,55 @@ def customer_list(request):
     return response
 
 
+# The customer page's timeline card: the htmx target of its kind filter.
+CUSTOMER_TIMELINE_ID = "timeline"
+# The newest notes repeated beside the note form (all of them are in the timeline).
+CUSTOMER_NOTES_SHOWN = 3
+
+
 @role_required(permissions.CustomerPolicy.can_view)
 def customer_detail(request, pk: int):
-    customer = selectors.customer_get(actor=request.user, pk=pk)
+    """The customer's 360° view: subscriptions, licenses, activation codes, instances,
+    namespaces, provisioning, usage, CRM sync and one timeline of audit events and notes.
+
+    ``?kind=`` filters the timeline; an htmx request aimed at the timeline card gets that card
+    alone. Support roles see the fix menus (``can_fix``); account managers read and add notes.
+    """
     from crm_sync.views import customer_crm_context
     from usage.forms import UsageFileUploadForm
-    from usage.selectors import (
-        customer_usage_overview,
-        customer_usage_series,
-        usage_file_import_list,
-    )
+    from usage.selectors import customer_usage_series, usage_file_import_list
     from usage.views import USAGE_FILE_LICENSE_KINDS, USAGE_FILES_SHOWN
 
-    usage = customer_usage_overview(customer=customer)
-    subscriptions = list(customer.subscriptions.all())
+    kind = request.GET.get("kind", "all")
+    if kind not in selectors.TIMELINE_KINDS_BY_KEY:
+        kind = "all"
+    can_fix = permissions.can_fix(request.user)
+    if request.htmx and request.htmx.target == CUSTOMER_TIMELINE_ID:
+        customer = selectors.customer_get(actor=request.user, pk=pk, related=False)
+        response = render(
+            request,
+            "provision/customer/_timeline.html",
+            {
+                "customer": customer,
+                "timeline": selectors.customer_timeline(
+                    actor=request.user, customer=customer, kind=kind
+                ).entries,
+                "timeline_kind": kind,
+                "timeline_kinds": selectors.TIMELINE_KINDS,
+                "timeline_limit": selectors.TIMELINE_LIMIT,
+            },
+        )
+        patch_vary_headers(response, ["HX-Request"])
+        return response
+
+    page = selectors.customer_page(actor=request.user, pk=pk, with_fixes=can_fix)
+    customer = page.customer
+    timeline = selectors.customer_timeline(
+        actor=request.user, customer=customer, kind=kind, recent_notes=CUSTOMER_NOTES_SHOWN
+    )
     # Only offline and legacy customers e-mail license_usage.csv (the card's upload form shows
     # only for them, so their pages are the only place a file was uploaded).
-    offline = any(s.licensing_method in USAGE_FILE_LICENSE_KINDS for s in subscriptions)
+    offline = any(s.licensing_method in USAGE_FILE_LICENSE_KINDS for s in page.subscriptions)
     usage_files = []
     if offline:
         imports, _ = usage_file_import_list(
@@ -103,28 +136,33 @@ def customer_detail(request, pk: int):
         usage_files = list(imports[: USAGE_FILES_SHOWN + 1])
     context = {
         "customer": customer,
-        "subscriptions": subscriptions,
-        # Templates cannot index a dict by a variable key, so pair each row with its usage here.
-        "subscription_rows": [
-            (subscription, usage["usage_by_subscription"].get(subscription.id))
-            for subscription in subscriptions
-        ],
-        "contacts": list(customer.contacts.all()),
-        "timeline": selectors.customer_timeline(actor=request.user, customer=customer),
-        "notes": selectors.customer_notes(actor=request.user, customer=customer),
+        "page": page,
+        "subscriptions": page.subscriptions,
+        "contacts": page.contacts,
+        "instances": page.instances,
+        "namespaces": page.namespaces,
+        "stale_before": page.stale_before,
+        "timeline": timeline.entries,
+        "recent_notes": timeline.recent_notes,
+        "timeline_kind": kind,
+        "timeline_kinds": selectors.TIMELINE_KINDS,
+        "timeline_limit": selectors.TIMELINE_LIMIT,
         "note_form": NoteForm(),
         "can_edit": permissions.CustomerPolicy.can_edit(request.user, customer),
+        "can_fix": can_fix,
         "show_usage_files": offline,
         "usage_files": usage_files[:USAGE_FILES_SHOWN],
         "more_usage_files": len(usage_files) > USAGE_FILES_SHOWN,
         "usage_files_url": f"?customer_id={customer.pk}",
-        "can_upload_usage_file": permissions.can_fix(request.user),
+        "can_upload_usage_file": can_fix,
         "usage_file_form": UsageFileUploadForm(),
         "usage_series": customer_usage_series(customer=customer),
-        **usage,
         **customer_crm_context(user=request.user, customer=customer),
     }
-    return render(request, "provision/customer_detail.html", context)
+    response = render(request, "provision/customer_detail.html", context)
+    # The same URL serves the whole page and the timeline fragment; caches must keep them apart.
+    patch_vary_headers(response, ["HX-Request"])
+    return response
 
 
 @role_required(permissions.CustomerPolicy.can_edit)
@@ -191,34 +229,12 @@ def subscription_detail(request, pk: int):
     return render(request, "provision/subscription_detail.html", context)
 
 
-@role_required(permissions.SubscriptionPolicy.can_change_seats)
+@role_required(permissions.is_staff_member)
 def subscription_seats_change(request, pk: int):
-    subscription = selectors.subscription_get(actor=request.user, pk=pk)
-    form = SeatsChangeForm(request.POST or None, initial={"seats": subscription.seats})
-    peak = selectors.subscription_peak_usage(subscription=subscription)
-    if request.method == "POST" and form.is_valid():
-        old = subscription.seats
-        try:
-            services.subscription_seats_change(
-                actor=request.user,
-                subscription=subscription,
-                seats=form.cleaned_data["seats"],
-                reason=form.cleaned_data["reason"],
-                ticket_url=form.cleaned_data["ticket_url"],
-            )
-        except (ApplicationError, ValidationError) as error:
-            apply_service_errors(form, error)
-        else:
-            messages.success(
-                request,
-                f"Seats on {subscription.name} changed from {old} to {form.cleaned_data['seats']}.",
-            )
-            return redirect(subscription)
-    return render(
-        request,
-        "provision/subscription_seats_change.html",
-        {"subscription": subscription, "form": form, "peak_usage": peak},
-    )
+    """Moved: the ``seats_change`` support fix page (preview, reason code, four-eyes above +20%).
+    The old address stays for bookmarks; GET and POST redirect there, and a POST is never acted
+    on here."""
+    return redirect(reverse("provision:fix", kwargs={"action": "seats_change", "pk": pk}))
 
 
 @role_required(permissions.SubscriptionPolicy.can_view)
@@ -256,3 +272,28 @@ def ping(request):
     purpose (a load balancer's liveness probe; the baseline of the Seat Link benchmark); the
     full readiness check, which needs the database, is ``/health/``."""
     return JsonResponse({"status": "ok"})
+
+
+@role_required(permissions.SubscriptionPolicy.can_view)
+@require_GET
+def stuck_queue(request):
+    """The stuck provisioning queue: one row per order held up past its step's SLA, oldest
+    first, with the likely cause; support roles get Retry and Mark done on each row."""
+    from provision import stuck
+
+    # Each row is a small case file (age, cause, error, actions): 25 make a long enough page.
+    queue = stuck.stuck_queue_page(
+        actor=request.user, filters=request.GET, page=request.GET.get("page"), size=25
+    )
+    return render(
+        request,
+        "provision/stuck_queue.html",
+        {
+            "filter": queue.filterset,
+            "page_obj": queue.page,
+            "rows": queue.rows,
+            "can_fix": permissions.can_fix(request.user),
+            "slas": stuck.step_slas(),
+            "querystring": querystring_without_page(request),
+        },
+    )

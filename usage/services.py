@@ -30,6 +30,7 @@ from provision.choices import (
     ProvisioningStepKind,
     SubscriptionStatus,
 )
+from provision.context import four_eyes_granted
 from provision.exceptions import ApplicationError
 from provision.models import SeatLedgerEntry, Subscription
 from provision.services import provisioning_steps_complete
@@ -345,10 +346,16 @@ def namespace_associate(
             code="namespace_occupied",
             extra={"linked_subscription": previous.name},
         )
-    if occupied and actor is not None and not permissions.can_approve(actor):
+    if (
+        occupied
+        and actor is not None
+        and not (
+            permissions.can_approve(actor) and four_eyes_granted(action="namespace_force_associate")
+        )
+    ):
         raise ApplicationError(
             "Force Associate takes the namespace from an active subscription; it needs a "
-            "support lead.",
+            "second person: request it, and a support lead approves it.",
             code="needs_approval",
         )
     if occupied and not (ticket_url or "").strip():

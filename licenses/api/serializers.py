@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from licenses.models import Activation, License
+from provision.api.base import reason_code_field
 
 LICENSE_FIELDS = [
     "id",
@@ -59,6 +60,7 @@ class LicenseDetailSerializer(LicenseSerializer):
 
 
 class LicenseRevokeInputSerializer(serializers.Serializer):
+    reason_code = reason_code_field()
     reason = serializers.CharField(max_length=2000)
     ticket_url = serializers.URLField(required=False, allow_blank=True, default="", max_length=500)
 

@@ -1,8 +1,7 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import action
-from rest_framework.response import Response
 
-from licenses import selectors, services
+from licenses import selectors
 from licenses.api.serializers import (
     ActivationSerializer,
     LicenseDetailSerializer,
@@ -11,7 +10,7 @@ from licenses.api.serializers import (
 )
 from licenses.filters import ActivationFilterSet, LicenseFilterSet
 from provision import permissions
-from provision.api.base import SelectorReadOnlyViewSet
+from provision.api.base import FixRequestFiledSerializer, SelectorReadOnlyViewSet, submit_fix
 from provision.exceptions import ApplicationError
 
 
@@ -33,19 +32,27 @@ class LicenseViewSet(SelectorReadOnlyViewSet):
         # The detail shape (key, chain, signing key) and its 403/404 come from the selector.
         return selectors.license_get(actor=self.request.user, pk=self.kwargs["pk"])
 
-    @extend_schema(request=LicenseRevokeInputSerializer, responses=LicenseDetailSerializer)
+    @extend_schema(
+        request=LicenseRevokeInputSerializer,
+        responses={200: LicenseDetailSerializer, 202: FixRequestFiledSerializer},
+    )
     @action(detail=True, methods=["post"])
     def revoke(self, request, pk=None):
-        """Revoke a license (support lead or admin). Needs a reason; writes an audit event."""
-        if not permissions.LicensePolicy.can_revoke(request.user):
-            raise ApplicationError(
-                "Revoking a license needs a support lead or an admin.", code="forbidden"
-            )
+        """Ask to revoke a license (support roles). Every revoke needs a second person: this
+        files the request (202); a support lead approves it in the console."""
+        if not permissions.can_fix(request.user):
+            raise ApplicationError("Revoking a license needs a support role.", code="forbidden")
         license = self.get_object()
         data = LicenseRevokeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        services.license_revoke(actor=request.user, license=license, **data.validated_data)
-        return Response(LicenseDetailSerializer(self.get_object()).data)
+        return submit_fix(
+            request,
+            action="license_revoke",
+            target_pk=license.pk,
+            params={},
+            data=data.validated_data,
+            on_done=lambda: LicenseDetailSerializer(self.get_object()).data,
+        )
 
 
 class ActivationViewSet(SelectorReadOnlyViewSet):

@@ -1,4 +1,7 @@
-from rest_framework import viewsets
+from rest_framework import serializers, viewsets
+from rest_framework.response import Response
+
+from provision.choices import ReasonCode
 
 
 class SelectorReadOnlyViewSet(viewsets.ReadOnlyModelViewSet):
@@ -16,3 +19,42 @@ class SelectorReadOnlyViewSet(viewsets.ReadOnlyModelViewSet):
             return self.filterset_class._meta.model.objects.none()
         queryset, _ = type(self).list_selector(actor=self.request.user)
         return queryset
+
+
+class FixRequestFiledSerializer(serializers.Serializer):
+    """The answer when a fix waits for a second person: 202 with the request to follow."""
+
+    fix_request = serializers.IntegerField(source="pk")
+    action = serializers.CharField()
+    state = serializers.CharField()
+    why_approval = serializers.CharField()
+    url = serializers.SerializerMethodField()
+
+    def get_url(self, fix_request) -> str:
+        return fix_request.get_absolute_url()
+
+
+def submit_fix(request, *, action: str, target_pk: int, params: dict, data: dict, on_done):
+    """Run a console fix from the API through the same ``fix_submit`` as the pages: the fix's
+    own answer (``on_done()``) with 200, or 202 and the four-eyes request it filed."""
+    from provision import services
+
+    outcome = services.fix_submit(
+        actor=request.user,
+        action=action,
+        target_pk=target_pk,
+        params=params,
+        reason_code=data.get("reason_code") or ReasonCode.INTERNAL_REQUEST,
+        reason=data["reason"],
+        ticket_url=data.get("ticket_url", ""),
+    )
+    if outcome.request is not None:
+        return Response(FixRequestFiledSerializer(outcome.request).data, status=202)
+    return Response(on_done())
+
+
+def reason_code_field():
+    """The fixed-list reason of an API fix; internal tools call the API, hence the default."""
+    return serializers.ChoiceField(
+        choices=ReasonCode.choices, required=False, default=ReasonCode.INTERNAL_REQUEST
+    )

@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from provision.api.base import reason_code_field
 from provision.models import (
     AuditEvent,
     Customer,
@@ -66,6 +67,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
 
 class SeatsChangeInputSerializer(serializers.Serializer):
     seats = serializers.IntegerField(min_value=0, max_value=10_000_000)
+    reason_code = reason_code_field()
     reason = serializers.CharField(max_length=2000)
     ticket_url = serializers.URLField(required=False, allow_blank=True, default="", max_length=500)
 

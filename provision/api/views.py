@@ -1,9 +1,8 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework.decorators import action
-from rest_framework.response import Response
 
-from provision import permissions, selectors, services
-from provision.api.base import SelectorReadOnlyViewSet
+from provision import permissions, selectors
+from provision.api.base import FixRequestFiledSerializer, SelectorReadOnlyViewSet, submit_fix
 from provision.api.serializers import (
     AuditEventSerializer,
     CustomerSerializer,
@@ -33,19 +32,27 @@ class SubscriptionViewSet(SelectorReadOnlyViewSet):
 
     list_selector = staticmethod(selectors.subscription_list)
 
-    @extend_schema(request=SeatsChangeInputSerializer, responses=SubscriptionSerializer)
+    @extend_schema(
+        request=SeatsChangeInputSerializer,
+        responses={200: SubscriptionSerializer, 202: FixRequestFiledSerializer},
+    )
     @action(detail=True, methods=["post"])
     def seats(self, request, pk=None):
-        """Change the seat count (support roles). Needs a reason; writes an audit event."""
+        """Change the seat count (support roles), as the console's fix does: reason required,
+        audited; a rise of more than 20% files a four-eyes request instead (202)."""
         if not permissions.SubscriptionPolicy.can_change_seats(request.user):
             raise ApplicationError("Changing seats needs a support role.", code="forbidden")
         subscription = self.get_object()
         data = SeatsChangeInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        subscription = services.subscription_seats_change(
-            actor=request.user, subscription=subscription, **data.validated_data
+        return submit_fix(
+            request,
+            action="seats_change",
+            target_pk=subscription.pk,
+            params={"seats": data.validated_data["seats"]},
+            data=data.validated_data,
+            on_done=lambda: SubscriptionSerializer(self.get_object()).data,
         )
-        return Response(SubscriptionSerializer(subscription).data)
 
 
 class ProvisioningRecordViewSet(SelectorReadOnlyViewSet):

@@ -18,7 +18,7 @@ NAV_SECTIONS = {
         "customer_detail",
         "customer_edit",
         "subscription_detail",
-        "subscription_seats_change",
+        "fix",
     },
     "provisioning": {"provisioningrecord_list"},
     "audit": {"auditevent_list"},

@@ -22,22 +22,16 @@ reported, not asserted (the machine varies).
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-from urllib.parse import urlsplit
 
 import pytest
-from django.conf import settings as django_settings
 
-from tests.conftest import require_service
+from tests.benchmarks.scale import DATABASE_URL as SCALE_DATABASE_URL
+from tests.benchmarks.scale import require_scale_database, run_bench_script
 
 pytestmark = pytest.mark.benchmark
 
-DATABASE_URL = os.environ.get(
-    "SEARCH_BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/provision_scale"
-)
+DATABASE_URL = os.environ.get("SEARCH_BENCH_DATABASE_URL", SCALE_DATABASE_URL)
 LICENSES = int(os.environ.get("SEARCH_BENCH_LICENSES", "10000"))
 QUERIES = int(os.environ.get("SEARCH_BENCH_QUERIES", "50"))
 
@@ -204,44 +198,9 @@ print("BENCH-JSON " + json.dumps(out))
 """
 
 
-def _env(var_dir) -> dict:
-    return {
-        **os.environ,
-        "PROVISION_ENV": "test",
-        "PROVISION_VAR_DIR": str(var_dir),
-        "DATABASE_URL": DATABASE_URL,
-        "LOG_LEVEL": "WARNING",
-    }
-
-
-def _database_ready() -> None:
-    import psycopg
-
-    parts = urlsplit(DATABASE_URL)
-    try:
-        with psycopg.connect(parts.geturl(), connect_timeout=5) as conn:
-            customers = conn.execute("SELECT count(*) FROM provision_customer").fetchone()[0]
-    except psycopg.Error as exc:
-        require_service(False, f"the scale database is unavailable ({exc}); see seed_scale")
-    require_service(customers >= 1000, "the scale database is not seeded (manage.py seed_scale)")
-
-
 def test_search_latency_per_identifier_type(tmp_path):
-    _database_ready()
-    env = _env(tmp_path)
-    migrate = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--no-input"],
-        cwd=django_settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
-    assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c",
-         f"import sys; sys.argv = ['bench', '{LICENSES}', '{QUERIES}']\n" + BENCH_SCRIPT],
-        cwd=django_settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=3600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    line = next(x for x in result.stdout.splitlines() if x.startswith("BENCH-JSON "))
-    figures = json.loads(line.removeprefix("BENCH-JSON "))
+    require_scale_database(DATABASE_URL)
+    figures = run_bench_script(tmp_path, BENCH_SCRIPT, LICENSES, QUERIES, database_url=DATABASE_URL)
 
     print(f"\nUniversal search on {DATABASE_URL.rsplit('/', 1)[-1]}: {figures['counts']}")
     print(f"licenses and codes added in {figures['seed_seconds']} s (rolled back afterwards)\n")

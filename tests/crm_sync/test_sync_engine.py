@@ -20,6 +20,7 @@ from tests.factories import (
     SeatReportFactory,
     subscription_factory,
 )
+from tests.support import four_eyes
 from usage.models import SeatReport
 from usage.services import subscription_usage_rollup
 
@@ -393,6 +394,7 @@ def test_usage_seat_and_license_changes_queue_the_customer_for_the_next_push(
     salesforce_settings,
     fake_salesforce,
     support_lead,
+    support_agent,
     django_capture_on_commit_callbacks,
     settings,
     tmp_path,
@@ -420,7 +422,8 @@ def test_usage_seat_and_license_changes_queue_the_customer_for_the_next_push(
         license = license_services.license_issue(
             actor=support_lead, subscription=subscription, reason="New key"
         )
-        license_services.license_revoke(actor=support_lead, license=license, reason="Leaked")
+        with four_eyes("license_revoke", requested_by=support_agent, approved_by=support_lead):
+            license_services.license_revoke(actor=support_lead, license=license, reason="Leaked")
 
     state.refresh_from_db()
     assert state.status == RecordSyncStatus.PENDING and state.dirty_since is not None

@@ -172,8 +172,9 @@ def test_license_pages_in_the_browser(console_page, signing_key, mailoutbox):
     page.locator("#next-actions").get_by_role("link", name="Resend activation code").click()
     page.wait_for_load_state("networkidle")
     _shot(page, "14-activation-code-send")
-    page.get_by_label("Reason").fill("Customer says the e-mail never arrived")
-    page.get_by_role("button", name="Generate and send").click()
+    page.get_by_label("Reason code").select_option("delivery_problem")
+    page.get_by_label("Reason", exact=True).fill("Customer says the e-mail never arrived")
+    page.locator("#confirm-fix").click()
     page.wait_for_load_state("networkidle")
     new_code = page.locator("#activation-code").inner_text().strip()
     assert re.fullmatch(r"[A-Za-z0-9]{24}", new_code) and new_code != code

@@ -109,23 +109,35 @@ def test_search_by_key_hash_and_by_subscription(client_for, support_agent, licen
     assert expiring["count"] == 0
 
 
-def test_lead_revokes_through_the_api(client_for, support_lead, license):
+def test_revoke_through_the_api_waits_for_a_second_person(
+    client_for, support_agent, support_lead, admin_user, license
+):
+    from provision.models import FixRequest
+    from provision.services import fix_request_approve
+
     response = client_for(support_lead).post(
         f"/api/licenses/{license.pk}/revoke/",
-        {"reason": "Chargeback", "ticket_url": "https://t.test/7"},
+        {"reason": "Chargeback", "ticket_url": "https://t.test/7", "reason_code": "security"},
         content_type="application/json",
     )
-    assert response.status_code == 200
-    assert response.json()["status"] == LicenseStatus.REVOKED
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["action"] == "license_revoke" and body["state"] == "pending"
+    assert body["url"] == f"/approvals/{body['fix_request']}/"
+    license.refresh_from_db()
+    assert license.status == LicenseStatus.ISSUED  # nothing until another lead approves
+    fix_request = FixRequest.objects.get(pk=body["fix_request"])
+    fix_request_approve(actor=admin_user, fix_request=fix_request, note="Chargeback confirmed")
     license.refresh_from_db()
     assert license.status == LicenseStatus.REVOKED
     event = AuditEvent.objects.get(action="licenses.license_revoked")
-    assert (event.actor, event.source, event.reason) == (support_lead, "api", "Chargeback")
+    assert (event.actor, event.reason, event.reason_code) == (admin_user, "Chargeback", "security")
+    assert event.metadata["requested_by"] == support_lead.username
+    assert event.metadata["approved_by"] == admin_user.username
 
 
-@pytest.mark.parametrize("persona", ["support_agent", "account_manager"])
-def test_only_leads_may_revoke(client_for, request, license, persona):
-    response = client_for(request.getfixturevalue(persona)).post(
+def test_account_managers_may_not_ask_to_revoke(client_for, account_manager, license):
+    response = client_for(account_manager).post(
         f"/api/licenses/{license.pk}/revoke/", {"reason": "x"}, content_type="application/json"
     )
     assert response.status_code == 403
@@ -145,12 +157,12 @@ def test_revoke_needs_a_reason(client_for, support_lead, license):
     assert license.status == LicenseStatus.ISSUED
 
 
-def test_revoking_twice_is_a_conflict(client_for, support_lead, license):
-    client = client_for(support_lead)
+def test_asking_twice_is_a_conflict(client_for, support_agent, license):
+    client = client_for(support_agent)
     url = f"/api/licenses/{license.pk}/revoke/"
-    client.post(url, {"reason": "x"}, content_type="application/json")
+    assert client.post(url, {"reason": "x"}, content_type="application/json").status_code == 202
     response = client.post(url, {"reason": "x"}, content_type="application/json")
-    assert response.status_code == 409 and response.json()["error"]["code"] == "no_change"
+    assert response.status_code == 409 and response.json()["error"]["code"] == "already_requested"
 
 
 def test_activations_list_and_filters(client_for, account_manager, activation, subscription):

@@ -1,4 +1,8 @@
-"""The license pages: who may open them, what they show, and what their forms change."""
+"""The license pages: who may open them, what they show, and what their forms change.
+
+Revoke, re-issue, resend, the activation code and its release are support fixes (issue 6):
+these tests drive them through the fix page (``provision:fix``: preview, then confirm with a
+reason), and check that the old per-action addresses only redirect there."""
 
 import re
 import smtplib
@@ -17,15 +21,27 @@ from licenses.choices import (
 )
 from licenses.models import Activation, ActivationCode, License, LicenseDelivery
 from licenses.signing import activation_code_hash
-from provision.choices import Channel, ProvisioningStepKind, StepState
-from provision.models import AuditEvent, ProvisioningStep
+from provision import services as provision_services
+from provision.choices import (
+    Channel,
+    FixRequestState,
+    ProvisioningStepKind,
+    ReasonCode,
+    Role,
+    StepState,
+)
+from provision.exceptions import ApplicationError
+from provision.models import AuditEvent, FixRequest, ProvisioningStep
 from tests.factories import (
     ContactFactory,
     CustomerFactory,
     InstanceFactory,
     PartnerFactory,
+    UserFactory,
     subscription_factory,
 )
+from tests.fix_pages import fix_confirm, fix_preview, fix_url, run_fix
+from tests.support import four_eyes
 
 pytestmark = pytest.mark.django_db
 
@@ -114,47 +130,101 @@ VIEW_PAGES = [
     "signing_key_download",
     "troubleshoot",
 ]
-SUPPORT_PAGES = ["license_send", "license_reissue", "license_issue", "activation_code_send"]
-LEAD_PAGES = ["license_revoke", "activation_code_release"]
+SUPPORT_PAGES = ["license_issue"]
 POST_ONLY = ["license_download"]
+# The old per-action pages: each address now only redirects to its support fix (issue 6).
+MOVED = {
+    "license_send": "license_resend",
+    "license_reissue": "license_reissue",
+    "license_revoke": "license_revoke",
+    "activation_code_send": "activation_code_resend",
+    "activation_code_release": "activation_code_release",
+}
+ALL_PAGES = VIEW_PAGES + SUPPORT_PAGES + list(MOVED)
 
 
-def url_of(name, license, subscription, code) -> str:
-    if name in ("license_detail", "license_send", "license_reissue", "license_revoke"):
-        return reverse(f"licenses:{name}", args=[license.pk])
-    if name == "license_download":
-        return reverse(f"licenses:{name}", args=[license.pk])
+def target_pk(name, license, subscription, code) -> int | None:
+    if name in ("license_detail", "license_download", "license_send", "license_reissue"):
+        return license.pk
+    if name == "license_revoke":
+        return license.pk
     if name in ("license_issue", "activation_code_send"):
-        return reverse(f"licenses:{name}", args=[subscription.pk])
+        return subscription.pk
     if name == "activation_code_release":
-        return reverse(f"licenses:{name}", args=[code.pk])
-    return reverse(f"licenses:{name}")
+        return code.pk
+    return None
 
 
 @pytest.fixture
-def urls(offline_license, subscription, bound_code):
-    return lambda name: url_of(name, offline_license, subscription, bound_code)
+def file_license(support_agent, subscription, bound_code):
+    """The subscription's current license, a file (issued after the bound code's online one,
+    which it supersedes), so that every license fix applies to it."""
+    return services.license_issue(
+        actor=support_agent,
+        subscription=subscription,
+        kind=LicenseKind.OFFLINE_CLOUD,
+        reason="Moved offline",
+    )
 
 
-ALL_PAGES = VIEW_PAGES + SUPPORT_PAGES + LEAD_PAGES
+@pytest.fixture
+def pk_of(file_license, subscription, bound_code):
+    return lambda name: target_pk(name, file_license, subscription, bound_code)
+
+
+@pytest.fixture
+def urls(pk_of):
+    def url(name):
+        pk = pk_of(name)
+        return reverse(f"licenses:{name}", args=[pk] if pk is not None else [])
+
+    return url
+
+
+@pytest.fixture
+def fix_of(pk_of):
+    """``fix_of(old page name)``: the URL of the fix page it moved to."""
+    return lambda name: fix_url(MOVED[name], pk_of(name))
+
+
+@pytest.fixture
+def unchanged(pk_of):
+    """Call ``unchanged()`` at the end of a test: no audit event, fix request, license,
+    activation code or delivery was added or changed since the test's fixtures were made."""
+
+    def state():
+        return (
+            AuditEvent.objects.count(),
+            FixRequest.objects.count(),
+            list(License.objects.order_by("pk").values_list("pk", "status")),
+            list(ActivationCode.objects.order_by("pk").values_list("pk", "status", "released_at")),
+            LicenseDelivery.objects.count(),
+        )
+
+    before = state()
+
+    def check():
+        assert state() == before
+
+    return check
 
 
 @pytest.mark.parametrize("name", ALL_PAGES + POST_ONLY)
-def test_anonymous_is_sent_to_login_and_changes_nothing(client, urls, name):
-    events = AuditEvent.objects.count()
+def test_anonymous_is_sent_to_login_and_changes_nothing(client, urls, unchanged, name):
     for response in (client.get(urls(name)), client.post(urls(name), {"reason": "x"})):
         assert response.status_code == 302
         assert response["Location"].startswith(reverse("login") + "?next=")
-    assert AuditEvent.objects.count() == events
+    unchanged()
 
 
 @pytest.mark.parametrize("name", ALL_PAGES + POST_ONLY)
-def test_user_without_role_gets_403_and_changes_nothing(client_for, outsider, urls, name):
+def test_user_without_role_gets_403_and_changes_nothing(
+    client_for, outsider, urls, unchanged, name
+):
     client = client_for(outsider)
-    events = AuditEvent.objects.count()
     assert client.get(urls(name)).status_code == 403
     assert client.post(urls(name), {"reason": "x", "kind": "legacy"}).status_code == 403
-    assert AuditEvent.objects.count() == events
+    unchanged()
 
 
 @pytest.mark.parametrize("name", VIEW_PAGES)
@@ -162,27 +232,78 @@ def test_every_staff_role_may_view(client_for, account_manager, urls, name):
     assert client_for(account_manager).get(urls(name)).status_code == 200
 
 
-@pytest.mark.parametrize("name", SUPPORT_PAGES + LEAD_PAGES + POST_ONLY)
-def test_account_manager_cannot_act(client_for, account_manager, urls, name):
+@pytest.mark.parametrize("name", SUPPORT_PAGES + POST_ONLY)
+def test_account_manager_cannot_act(client_for, account_manager, urls, unchanged, name):
     client = client_for(account_manager)
-    events = AuditEvent.objects.count()
     if name not in POST_ONLY:
         assert client.get(urls(name)).status_code == 403
     assert client.post(urls(name), {"reason": "x", "kind": "legacy"}).status_code == 403
-    assert AuditEvent.objects.count() == events
+    unchanged()
 
 
-@pytest.mark.parametrize("name", SUPPORT_PAGES)
-def test_support_may_open_support_actions(client_for, support_agent, urls, name):
-    assert client_for(support_agent).get(urls(name)).status_code == 200
-
-
-@pytest.mark.parametrize("name", LEAD_PAGES)
-def test_support_cannot_revoke_or_release_but_a_lead_can_open_them(
-    client_for, support_agent, support_lead, urls, name
+@pytest.mark.parametrize("name", sorted(MOVED))
+def test_account_manager_follows_an_old_address_to_a_refusal(
+    client_for, account_manager, urls, fix_of, unchanged, name
 ):
-    assert client_for(support_agent).get(urls(name)).status_code == 403
-    assert client_for(support_lead).get(urls(name)).status_code == 200
+    client = client_for(account_manager)
+    for response in (client.get(urls(name)), client.post(urls(name), {"reason": "x"})):
+        assert (response.status_code, response["Location"]) == (302, fix_of(name))
+    assert client.get(fix_of(name)).status_code == 403
+    assert client.post(fix_of(name), {"step": "confirm", "reason": "x"}).status_code == 403
+    unchanged()
+
+
+def test_support_may_open_the_issue_page(client_for, support_agent, urls):
+    assert client_for(support_agent).get(urls("license_issue")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "name", ["license_send", "license_reissue", "license_revoke", "activation_code_send"]
+)
+def test_support_may_open_the_license_fixes(client_for, support_agent, fix_of, name):
+    """A revoke too: support may *request* one; a lead approves it (four-eyes)."""
+    response = client_for(support_agent).get(fix_of(name))
+    assert response.status_code == 200 and 'id="preview"' in response.content.decode()
+
+
+def test_only_a_lead_may_release_a_code(client_for, support_agent, support_lead, fix_of):
+    assert client_for(support_agent).get(fix_of("activation_code_release")).status_code == 403
+    assert client_for(support_lead).get(fix_of("activation_code_release")).status_code == 200
+
+
+# --- The old addresses only redirect ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(MOVED))
+def test_old_address_redirects_to_its_fix_page(client_for, support_lead, urls, fix_of, name):
+    client = client_for(support_lead)
+    for response in (client.get(urls(name)), client.post(urls(name), {"reason": "x"})):
+        assert response.status_code == 302
+        assert response["Location"] == fix_of(name)
+
+
+@pytest.mark.parametrize("name", sorted(MOVED))
+def test_a_post_to_an_old_address_changes_nothing(
+    client_for, support_lead, urls, pk_of, fix_of, unchanged, name
+):
+    """Even a complete confirming POST (the digest of a real preview, a reason) is not acted
+    on: it is redirected to the fix page, which a browser then opens with GET."""
+    client = client_for(support_lead)
+    _response, digest = fix_preview(client, MOVED[name], pk_of(name))
+    assert digest
+    data = {
+        "step": "confirm",
+        "preview_digest": digest,
+        "reason_code": ReasonCode.CUSTOMER_REQUEST,
+        "reason": "Posted to the old page",
+        "ticket_url": "https://t.test/1",
+    }
+    response = client.post(urls(name), data)
+    assert (response.status_code, response["Location"]) == (302, fix_of(name))
+    unchanged()
+
+
+# --- License detail: the action buttons ---------------------------------------------------------
 
 
 def test_license_detail_shows_actions_by_role(
@@ -191,11 +312,32 @@ def test_license_detail_shows_actions_by_role(
     url = offline_license.get_absolute_url()
     manager_page = client_for(account_manager).get(url).content.decode()
     assert "Download license file" not in manager_page and 'id="revoke-license"' not in manager_page
+    assert "data-fix=" not in manager_page
     support_page = client_for(support_agent).get(url).content.decode()
-    assert "Download license file" in support_page and 'id="reissue-license"' in support_page
-    assert 'id="revoke-license"' not in support_page
-    lead_page = client_for(support_lead).get(url).content.decode()
-    assert 'id="revoke-license"' in lead_page
+    assert "Download license file" in support_page
+    for key in ("license_resend", "license_reissue", "license_revoke"):
+        assert f'href="{fix_url(key, offline_license.pk)}"' in support_page, key
+        assert f'data-fix="{key}"' in support_page, key
+    for old in ("license_send", "license_reissue", "license_revoke"):
+        assert reverse(f"licenses:{old}", args=[offline_license.pk]) not in support_page
+    # Support may ask for a revoke; a lead approves it.
+    revoke = re.search(r'<a [^>]*id="revoke-license"[^>]*>.*?</a>', support_page, re.S).group(0)
+    assert "Revoke…" in revoke and "needs a lead's approval" in revoke
+    assert 'id="revoke-license"' in client_for(support_lead).get(url).content.decode()
+
+
+def test_a_revoked_license_offers_no_revoke(client_for, support_agent, offline_license):
+    License.objects.filter(pk=offline_license.pk).update(status=LicenseStatus.REVOKED)
+    page = client_for(support_agent).get(offline_license.get_absolute_url()).content.decode()
+    assert 'id="revoke-license"' not in page and 'id="send-license"' not in page
+
+
+def test_online_cloud_license_points_at_the_activation_code_fix(
+    client_for, support_agent, online_license, subscription
+):
+    page = client_for(support_agent).get(online_license.get_absolute_url()).content.decode()
+    assert f'href="{fix_url("activation_code_resend", subscription.pk)}"' in page
+    assert 'id="send-license"' not in page
 
 
 # --- License list -----------------------------------------------------------------------------
@@ -315,82 +457,132 @@ def test_a_superseded_license_is_not_handed_out(client_for, support_agent, offli
 # --- Revoke, re-issue, issue ------------------------------------------------------------------
 
 
-def test_lead_revokes_with_a_reason(client_for, support_lead, offline_license):
-    url = reverse("licenses:license_revoke", args=[offline_license.pk])
-    response = client_for(support_lead).post(
-        url, {"reason": "Chargeback", "ticket_url": "https://t.test/9"}, follow=True
+def test_a_lead_revoke_waits_for_another_lead_then_runs(client_for, support_lead, offline_license):
+    """Four-eyes: a lead's own revoke only files a request; a second lead's approval runs it."""
+    response = run_fix(
+        client_for(support_lead),
+        "license_revoke",
+        offline_license.pk,
+        reason="Chargeback",
+        reason_code=ReasonCode.SECURITY,
+        ticket_url="https://t.test/9",
     )
+    fix_request = FixRequest.objects.get()
+    assert (response.status_code, response["Location"]) == (302, fix_request.get_absolute_url())
+    assert fix_request.state == FixRequestState.PENDING
+    assert fix_request.requested_by == support_lead
+    assert License.objects.get(pk=offline_license.pk).status == LicenseStatus.ISSUED
+    assert not AuditEvent.objects.filter(action="licenses.license_revoked").exists()
+    # Not even the service itself, called directly by that lead, revokes without approval.
+    with pytest.raises(ApplicationError, match="second person"):
+        services.license_revoke(actor=support_lead, license=offline_license, reason="direct")
+    with pytest.raises(ApplicationError, match="another support lead"):
+        provision_services.fix_request_approve(
+            actor=support_lead, fix_request=fix_request, note="Me again"
+        )
+    assert License.objects.get(pk=offline_license.pk).status == LicenseStatus.ISSUED
+
+    second_lead = UserFactory(username="lou.lead", roles=[Role.SUPPORT_LEAD])
+    result = provision_services.fix_request_approve(
+        actor=second_lead, fix_request=fix_request, note="Chargeback confirmed"
+    )
+    assert result.message == f"License {offline_license.pk} revoked."
     offline_license.refresh_from_db()
     assert offline_license.status == LicenseStatus.REVOKED
-    event = last_event()
-    assert (event.action, event.reason, event.ticket_url) == (
-        "licenses.license_revoked",
-        "Chargeback",
-        "https://t.test/9",
-    )
-    assert event.actor == support_lead
-    assert f"License {offline_license.pk} revoked (it was issued)." in messages_of(response)
+    fix_request.refresh_from_db()
+    assert (fix_request.state, fix_request.decided_by) == (FixRequestState.DONE, second_lead)
+    event = AuditEvent.objects.get(action="licenses.license_revoked")
+    assert event.reason.endswith("Chargeback") and event.ticket_url == "https://t.test/9"
+    assert event.reason_code == ReasonCode.SECURITY
+    assert event.actor == second_lead
+    assert event.metadata["requested_by"] == support_lead.username
+    assert event.metadata["approved_by"] == second_lead.username
+
+
+def test_support_requests_a_revoke_and_nothing_changes_until_approved(
+    client_for, support_agent, support_lead, offline_license
+):
+    run_fix(client_for(support_agent), "license_revoke", offline_license.pk, reason="Fraud")
+    fix_request = FixRequest.objects.get()
+    assert fix_request.requested_by == support_agent
+    assert License.objects.get(pk=offline_license.pk).status == LicenseStatus.ISSUED
+    provision_services.fix_request_approve(actor=support_lead, fix_request=fix_request, note="ok")
+    assert License.objects.get(pk=offline_license.pk).status == LicenseStatus.REVOKED
 
 
 def test_revoke_without_a_reason_changes_nothing(client_for, support_lead, offline_license):
     events = AuditEvent.objects.count()
-    response = client_for(support_lead).post(
-        reverse("licenses:license_revoke", args=[offline_license.pk]), {"reason": "  "}
-    )
+    response = run_fix(client_for(support_lead), "license_revoke", offline_license.pk, reason="  ")
     assert response.status_code == 200
-    assert response.context["form"].errors["reason"]
+    assert response.context["reason_form"].errors["reason"]
+    assert 'id="preview"' in response.content.decode()
     offline_license.refresh_from_db()
     assert offline_license.status == LicenseStatus.ISSUED
     assert AuditEvent.objects.count() == events
+    assert not FixRequest.objects.exists()
 
 
-def test_revoking_twice_shows_the_services_refusal(client_for, support_lead, offline_license):
-    client = client_for(support_lead)
-    url = reverse("licenses:license_revoke", args=[offline_license.pk])
-    client.post(url, {"reason": "Chargeback"})
-    response = client.post(url, {"reason": "Again"})
+def test_a_revoked_license_cannot_be_revoked_again(
+    client_for, support_agent, support_lead, offline_license
+):
+    with four_eyes("license_revoke", requested_by=support_agent, approved_by=support_lead):
+        services.license_revoke(actor=support_lead, license=offline_license, reason="Chargeback")
+    response, digest = fix_preview(client_for(support_lead), "license_revoke", offline_license.pk)
+    body = response.content.decode()
+    assert response.status_code == 200 and not digest
+    assert 'id="fix-unavailable"' in body and "already revoked" in body
+    assert not FixRequest.objects.exists()
+
+
+def test_a_second_revoke_request_is_refused_while_one_waits(
+    client_for, support_agent, offline_license
+):
+    client = client_for(support_agent)
+    run_fix(client, "license_revoke", offline_license.pk, reason="Fraud")
+    response = run_fix(client, "license_revoke", offline_license.pk, reason="Fraud again")
     assert response.status_code == 200
-    assert "already revoked" in str(response.context["form"].non_field_errors())
+    assert "already waiting for a lead" in response.content.decode()
+    assert FixRequest.objects.count() == 1
 
 
 def test_support_reissues_and_the_new_license_supersedes(
     client_for, support_agent, offline_license
 ):
-    response = client_for(support_agent).post(
-        reverse("licenses:license_reissue", args=[offline_license.pk]),
-        {"reason": "Customer lost the file"},
-        follow=True,
+    client = client_for(support_agent)
+    response = run_fix(
+        client, "license_reissue", offline_license.pk, reason="Customer lost the file"
     )
     new = License.objects.get(supersedes=offline_license)
     offline_license.refresh_from_db()
     assert offline_license.status == LicenseStatus.SUPERSEDED
     assert new.kind == LicenseKind.OFFLINE_CLOUD and new.status == LicenseStatus.ISSUED
-    assert response.redirect_chain[-1][0] == new.get_absolute_url()
+    assert (response.status_code, response["Location"]) == (302, new.get_absolute_url())
     issued = AuditEvent.objects.get(action="licenses.license_issued", target_id=str(new.pk))
-    assert issued.reason == "Customer lost the file" and issued.actor == support_agent
+    assert issued.reason.endswith("Customer lost the file") and issued.actor == support_agent
+    assert issued.metadata["fix"] == "license_reissue"
+    page = client.get(response["Location"])
     assert f"License {new.pk} issued; it supersedes license {offline_license.pk}." in messages_of(
-        response
+        page
     )
 
 
 def test_reissue_page_previews_what_changes(client_for, support_agent, offline_license):
-    from provision import services as provision_services
-
     subscription = offline_license.subscription
     provision_services.subscription_seats_change(
-        actor=support_agent, subscription=subscription, seats=80, reason="Bought 30"
+        actor=support_agent, subscription=subscription, seats=55, reason="Bought 5"
     )
     current = License.objects.get(subscription=subscription, status=LicenseStatus.ISSUED)
-    response = client_for(support_agent).get(reverse("licenses:license_reissue", args=[current.pk]))
-    preview = response.context["preview"]
-    assert preview["seats"] == 80 and preview["replaces"] == current
+    response, digest = fix_preview(client_for(support_agent), "license_reissue", current.pk)
+    body = response.content.decode()
+    assert digest
+    assert "New offline cloud license for 55 users" in body
+    assert f"License #{current.pk} becomes superseded" in body
+    assert License.objects.count() == 2  # the preview issued nothing
 
 
 def test_reissue_without_a_reason_changes_nothing(client_for, support_agent, offline_license):
-    response = client_for(support_agent).post(
-        reverse("licenses:license_reissue", args=[offline_license.pk]), {"reason": ""}
-    )
-    assert response.context["form"].errors["reason"]
+    response = run_fix(client_for(support_agent), "license_reissue", offline_license.pk, reason="")
+    assert response.context["reason_form"].errors["reason"]
     assert License.objects.count() == 1
 
 
@@ -440,17 +632,30 @@ def test_issue_refusal_for_gitlab_com_is_shown_on_the_form(client_for, support_a
 
 
 def test_subscription_page_shows_licenses_and_the_activation_code(
-    client_for, support_agent, account_manager, subscription, bound_code, online_license
+    client_for,
+    support_agent,
+    support_lead,
+    account_manager,
+    subscription,
+    bound_code,
+    online_license,
 ):
     url = subscription.get_absolute_url()
     body = client_for(support_agent).get(url).content.decode()
     assert 'id="licenses"' in body and f'href="{online_license.get_absolute_url()}"' in body
     assert 'id="issue-license"' in body and 'id="send-activation-code"' in body
+    send = re.search(r'<a [^>]*id="send-activation-code"[^>]*>', body).group(0)
+    assert f'href="{fix_url("activation_code_resend", subscription.pk)}"' in send
+    assert 'data-fix="activation_code_resend"' in send
     assert f"…{bound_code.code_hint}" in body and "gitlab.acme.test" in body
     assert 'id="release-code"' not in body  # support is not a lead
+    lead = client_for(support_lead).get(url).content.decode()
+    release = re.search(r'<a [^>]*id="release-code"[^>]*>', lead).group(0)
+    assert f'href="{fix_url("activation_code_release", bound_code.pk)}"' in release
+    assert 'data-fix="activation_code_release"' in release
     manager = client_for(account_manager).get(url).content.decode()
     assert 'id="licenses"' in manager and 'id="issue-license"' not in manager
-    assert 'id="send-activation-code"' not in manager
+    assert 'id="send-activation-code"' not in manager and "data-fix=" not in manager
 
 
 def test_gitlab_com_subscription_page_has_no_license_cards(client_for, support_agent, customer):
@@ -463,14 +668,18 @@ def test_gitlab_com_subscription_page_has_no_license_cards(client_for, support_a
 
 
 # Tests that watch e-mail go out commit for real: the mail is sent from transaction.on_commit,
-# straight after the service's transaction, before the view reads the outcome back.
+# straight after the fix's transaction, before the page that shows the code is rendered.
 committing = pytest.mark.django_db(transaction=True)
 
 
-def _send_code(client, subscription, **data):
-    return client.post(
-        reverse("licenses:activation_code_send", args=[subscription.pk]),
-        {"reason": "Customer never got it", **data},
+def _send_code(client, subscription, **reason):
+    """The "Resend activation code" fix, previewed and confirmed."""
+    return run_fix(
+        client,
+        "activation_code_resend",
+        subscription.pk,
+        reason_code=ReasonCode.DELIVERY_PROBLEM,
+        **{"reason": "Customer never got it", **reason},
     )
 
 
@@ -487,6 +696,16 @@ def test_the_e_mail_waits_for_the_commit(
     callback()
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.SENT and code in mailoutbox[0].body
+
+
+def test_the_preview_names_the_recipient_and_generates_nothing(
+    client_for, support_agent, subscription, mailoutbox
+):
+    response, digest = fix_preview(
+        client_for(support_agent), "activation_code_resend", subscription.pk
+    )
+    assert digest and "The new activation code to buyer@acme.test" in response.content.decode()
+    assert not ActivationCode.objects.exists() and not mailoutbox
 
 
 @committing
@@ -525,6 +744,11 @@ def test_sending_a_code_shows_it_once_and_mails_it_to_the_sold_to(
         "licenses.delivery_sent",
         "provision.provisioning_step_changed",
     ]
+    generated = AuditEvent.objects.get(
+        action="licenses.activation_code_generated", target_id=str(new.pk)
+    )
+    assert generated.metadata["fix"] == "activation_code_resend"
+    assert generated.reason_code == ReasonCode.DELIVERY_PROBLEM
     assert f"New activation code …{code[-4:]} e-mailed to buyer@acme.test." in messages_of(response)
     # The delivered step of the order is closed by the e-mail.
     step = ProvisioningStep.objects.get(
@@ -543,7 +767,7 @@ def test_the_plaintext_code_is_stored_nowhere(
     from django.db import connection
 
     with connection.cursor() as cursor:
-        for model in (ActivationCode, LicenseDelivery, AuditEvent):
+        for model in (ActivationCode, LicenseDelivery, AuditEvent, FixRequest):
             cursor.execute(f"SELECT * FROM {model._meta.db_table}")  # noqa: S608 - fixed names
             assert code not in repr(cursor.fetchall()), model.__name__
         cursor.execute("SELECT session_data FROM django_session")
@@ -583,21 +807,34 @@ def test_a_failed_e_mail_is_recorded_and_the_code_is_still_shown(
     assert delivery.status == DeliveryStatus.FAILED
     assert "refused" in delivery.error and code not in delivery.error
     assert last_event().action == "licenses.delivery_failed"
-    assert any("could not be e-mailed" in m for m in messages_of(response))
+
+
+@committing
+def test_the_code_page_says_when_the_e_mail_failed(
+    client_for, support_agent, subscription, settings
+):
+    settings.EMAIL_BACKEND = "tests.licenses.test_pages.RefusingEmailBackend"
+    response = _send_code(client_for(support_agent), subscription)
+    assert LicenseDelivery.objects.get().status == DeliveryStatus.FAILED
+    card = re.search(r'id="delivery".*?</div>\s*</div>\s*</div>', response.content.decode(), re.S)
+    assert "Failed" in card.group(0) and "The code itself is valid" in card.group(0)
 
 
 def test_sending_a_code_without_a_reason_generates_nothing(
     client_for, support_agent, subscription, mailoutbox
 ):
     response = _send_code(client_for(support_agent), subscription, reason="")
-    assert response.context["form"].errors["reason"]
+    assert response.context["reason_form"].errors["reason"]
     assert not ActivationCode.objects.exists() and not mailoutbox
 
 
 def test_no_sold_to_contact_means_no_new_code(client_for, support_agent, mailoutbox):
     subscription = subscription_factory(CustomerFactory())
-    response = _send_code(client_for(support_agent), subscription)
-    assert "no sold-to contact" in str(response.context["form"].non_field_errors())
+    response, digest = fix_preview(
+        client_for(support_agent), "activation_code_resend", subscription.pk
+    )
+    assert not digest, "nothing to confirm"
+    assert "no sold-to contact" in str(response.context["params_form"].non_field_errors())
     assert not ActivationCode.objects.exists() and not mailoutbox
 
 
@@ -608,26 +845,37 @@ def test_no_sold_to_contact_means_no_new_code(client_for, support_agent, mailout
 def test_support_e_mails_a_license_file(
     client_for, support_agent, offline_license, subscription, celery_eager, mailoutbox
 ):
-    response = client_for(support_agent).post(
-        reverse("licenses:license_send", args=[offline_license.pk]),
-        {"reason": "Resend to the sold-to"},
+    client = client_for(support_agent)
+    response, digest = fix_preview(client, "license_resend", offline_license.pk)
+    filename = f"{subscription.name}_{offline_license.pk}.gitlab-license"
+    assert f"{filename} to buyer@acme.test" in response.content.decode()
+    response = fix_confirm(
+        client,
+        "license_resend",
+        offline_license.pk,
+        digest,
+        reason_code=ReasonCode.DELIVERY_PROBLEM,
+        reason="Resend to the sold-to",
     )
     assert response.status_code == 302
+    assert response["Location"] == f"{offline_license.get_absolute_url()}#deliveries"
     (message,) = mailoutbox
     assert message.to == ["buyer@acme.test"]
-    ((filename, content, _),) = message.attachments
-    assert filename == f"{subscription.name}_{offline_license.pk}.gitlab-license"
+    ((attachment_name, content, _),) = message.attachments
+    assert attachment_name == filename
     assert content == offline_license.key
     assert offline_license.key.splitlines()[0] not in message.body
     delivery = LicenseDelivery.objects.get()
     assert delivery.status == DeliveryStatus.SENT and delivery.license == offline_license
     assert delivery.message_id == message.extra_headers["Message-ID"]
     queued = AuditEvent.objects.get(action="licenses.delivery_queued")
-    assert queued.reason == "Resend to the sold-to" and queued.actor == support_agent
+    assert queued.reason.endswith("Resend to the sold-to") and queued.actor == support_agent
+    assert queued.metadata["fix"] == "license_resend"
     sent = AuditEvent.objects.get(action="licenses.delivery_sent")
     assert sent.target_id == str(offline_license.pk) and sent.actor is None
-    page = client_for(support_agent).get(response["Location"])
-    assert any("e-mailed to buyer@acme.test" in m for m in messages_of(page))
+    page = client.get(response["Location"])
+    assert f"License file {filename} e-mailed to buyer@acme.test." in messages_of(page)
+    assert page.context["deliveries"] == [delivery]
 
 
 def test_a_license_file_mail_retries_a_hung_up_server_then_records_the_failure(
@@ -643,11 +891,31 @@ def test_a_license_file_mail_retries_a_hung_up_server_then_records_the_failure(
     assert FailingEmailBackend.calls == 4  # the first try and three retries
 
 
+def test_a_failed_license_file_mail_from_the_fix_page_is_a_failed_delivery(
+    client_for,
+    support_agent,
+    offline_license,
+    settings,
+    celery_eager,
+    django_capture_on_commit_callbacks,
+):
+    settings.EMAIL_BACKEND = "tests.licenses.test_pages.RefusingEmailBackend"
+    with django_capture_on_commit_callbacks(execute=True):
+        response = run_fix(client_for(support_agent), "license_resend", offline_license.pk)
+    assert response.status_code == 302
+    delivery = LicenseDelivery.objects.get()
+    assert delivery.status == DeliveryStatus.FAILED and "refused" in delivery.error
+    assert last_event().action == "licenses.delivery_failed"
+
+
 def test_an_online_cloud_license_is_not_e_mailed(client_for, support_agent, online_license):
-    response = client_for(support_agent).post(
-        reverse("licenses:license_send", args=[online_license.pk]), {"reason": "Resend"}
-    )
-    assert "activation code" in str(response.context["form"].non_field_errors())
+    client = client_for(support_agent)
+    response, digest = fix_preview(client, "license_resend", online_license.pk)
+    body = response.content.decode()
+    assert not digest and 'id="fix-unavailable"' in body and "activation code" in body
+    # A crafted confirm is refused the same way.
+    response = fix_confirm(client, "license_resend", online_license.pk, "0" * 64)
+    assert 'id="fix-unavailable"' in response.content.decode()
     assert not LicenseDelivery.objects.exists()
 
 
@@ -655,24 +923,31 @@ def test_an_online_cloud_license_is_not_e_mailed(client_for, support_agent, onli
 
 
 def test_lead_releases_a_bound_code(client_for, support_lead, bound_code, subscription):
-    response = client_for(support_lead).post(
-        reverse("licenses:activation_code_release", args=[bound_code.pk]),
-        {"reason": "Customer moved to new hardware"},
-        follow=True,
+    client = client_for(support_lead)
+    response, _digest = fix_preview(client, "activation_code_release", bound_code.pk)
+    assert "gitlab.acme.test" in response.content.decode()
+    response = run_fix(
+        client,
+        "activation_code_release",
+        bound_code.pk,
+        reason_code=ReasonCode.ACTIVATION_PROBLEM,
+        reason="Customer moved to new hardware",
     )
     bound_code.refresh_from_db()
     assert bound_code.released_at is not None
     event = last_event()
     assert event.action == "licenses.activation_code_released" and event.actor == support_lead
-    assert response.redirect_chain[-1][0].startswith(subscription.get_absolute_url())
-    assert any("released" in m for m in messages_of(response))
+    assert event.reason.endswith("Customer moved to new hardware")
+    assert response["Location"] == subscription.customer.get_absolute_url()
+    page = client.get(response["Location"])
+    assert any("released" in m for m in messages_of(page))
 
 
 def test_release_without_a_reason_changes_nothing(client_for, support_lead, bound_code):
-    response = client_for(support_lead).post(
-        reverse("licenses:activation_code_release", args=[bound_code.pk]), {"reason": ""}
+    response = run_fix(
+        client_for(support_lead), "activation_code_release", bound_code.pk, reason=""
     )
-    assert response.context["form"].errors["reason"]
+    assert response.context["reason_form"].errors["reason"]
     bound_code.refresh_from_db()
     assert bound_code.released_at is None
 

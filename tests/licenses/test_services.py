@@ -24,6 +24,7 @@ from provision.exceptions import ApplicationError
 from provision.models import AuditEvent, ProvisioningStep
 from provision.services import AddOnSpec
 from tests.factories import ContactFactory, CustomerFactory, SeatReportFactory, subscription_factory
+from tests.support import four_eyes
 
 pytestmark = pytest.mark.django_db
 
@@ -110,22 +111,22 @@ def test_a_seat_change_issues_a_license_that_supersedes_the_current_one(
 ):
     first = issue(support_agent, subscription)
     provision_services.subscription_seats_change(
-        actor=support_agent, subscription=subscription, seats=75, reason="Bought 25 seats"
+        actor=support_agent, subscription=subscription, seats=60, reason="Bought 10 seats"
     )
     second = selectors.license_current(subscription).get()
 
     first.refresh_from_db()
     assert first.status == LicenseStatus.SUPERSEDED
     assert second.supersedes == first and second.status == LicenseStatus.ISSUED
-    assert decode(second).user_count == 75 and decode(first).user_count == 50
+    assert decode(second).user_count == 60 and decode(first).user_count == 50
     assert second.key != first.key
     assert list(selectors.license_current(subscription)) == [second]
 
     issued = events("licenses.license_issued")[-1]
-    assert issued.changes["user_count"] == [50, 75]
+    assert issued.changes["user_count"] == [50, 60]
     assert "plan" not in issued.changes  # only what changed
     assert issued.metadata["supersedes"] == first.pk
-    assert issued.reason == "Seats changed from 50 to 75: Bought 25 seats"
+    assert issued.reason == "Seats changed from 50 to 60: Bought 10 seats"
     (superseded,) = events("licenses.license_superseded")
     assert superseded.target_id == str(first.pk)
     assert superseded.changes == {"status": ["issued", "superseded"]}
@@ -469,15 +470,22 @@ def test_support_lead_revokes_a_license(support_lead, support_agent, subscriptio
         services.license_revoke(actor=support_agent, license=license, reason="Fraud")
     assert caught.value.code == "needs_approval"
 
-    services.license_revoke(
-        actor=support_lead, license=license, reason="Chargeback", ticket_url="https://t.test/9"
-    )
+    with pytest.raises(ApplicationError) as caught:
+        services.license_revoke(actor=support_lead, license=license, reason="Alone")
+    assert caught.value.code == "needs_approval"  # a lead alone is not enough: four-eyes
+    with four_eyes("license_revoke", requested_by=support_agent, approved_by=support_lead):
+        services.license_revoke(
+            actor=support_lead, license=license, reason="Chargeback", ticket_url="https://t.test/9"
+        )
     license.refresh_from_db()
     assert license.status == LicenseStatus.REVOKED and license.revoked_at is not None
     (event,) = events("licenses.license_revoked")
     assert event.changes == {"status": ["issued", "revoked"]}
     assert event.actor == support_lead and event.ticket_url == "https://t.test/9"
-    with pytest.raises(ApplicationError) as caught:
+    with (
+        pytest.raises(ApplicationError) as caught,
+        four_eyes("license_revoke", requested_by=support_agent, approved_by=support_lead),
+    ):
         services.license_revoke(actor=support_lead, license=license, reason="Again")
     assert caught.value.code == "no_change"
 

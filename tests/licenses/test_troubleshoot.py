@@ -17,6 +17,7 @@ from licenses.selectors import license_troubleshoot
 from provision.choices import SubscriptionStatus
 from provision.models import Subscription
 from tests.factories import ContactFactory, CustomerFactory, InstanceFactory, subscription_factory
+from tests.support import four_eyes
 
 pytestmark = pytest.mark.django_db
 
@@ -203,9 +204,10 @@ def test_superseded_online_license_suggests_resending_the_code(support_agent, su
     assert "Resend activation code" in action_labels(verdict)
 
 
-def test_revoked_license(support_lead, subscription):
+def test_revoked_license(support_lead, support_agent, subscription):
     license = issue(subscription, LicenseKind.LEGACY)
-    services.license_revoke(actor=support_lead, license=license, reason="Chargeback")
+    with four_eyes("license_revoke", requested_by=support_agent, approved_by=support_lead):
+        services.license_revoke(actor=support_lead, license=license, reason="Chargeback")
     verdict = diagnose(support_lead, license.key)
     assert verdict.code == "license_revoked" and verdict.tone == "danger"
     assert "revoked on" in verdict.explanation
@@ -291,7 +293,7 @@ def test_replaced_code(support_agent, subscription):
     assert f"…{newer.code_hint}" in verdict.explanation
     (action,) = verdict.actions
     assert action.label == "Resend activation code" and action.allowed
-    assert action.url == reverse("licenses:activation_code_send", args=[subscription.pk])
+    assert action.url == reverse("provision:fix", args=["activation_code_resend", subscription.pk])
 
 
 def test_revoked_code(support_agent, subscription):

@@ -92,15 +92,45 @@ def test_subscription_list_query_count_does_not_grow(
 def test_seats_endpoint_changes_seats_and_audits(client_for, support_agent, subscription):
     response = client_for(support_agent).post(
         f"/api/subscriptions/{subscription.pk}/seats/",
-        {"seats": 80, "reason": "Add-on order", "ticket_url": "https://tickets.test/42"},
+        {
+            "seats": 60,
+            "reason": "Add-on order",
+            "reason_code": "order_correction",
+            "ticket_url": "https://tickets.test/42",
+        },
         content_type="application/json",
         HTTP_X_REQUEST_ID="req-from-client-1",
     )
     assert response.status_code == 200, response.content
-    assert response.json()["seats"] == 80
+    assert response.json()["seats"] == 60
     event = AuditEvent.objects.get(action="provision.subscription_seats_changed")
     assert event.source == "api" and event.request_id == "req-from-client-1"
-    assert event.changes == {"seats": [50, 80]}
+    assert event.changes == {"seats": [50, 60]}
+    assert event.reason_code == "order_correction"
+
+
+def test_seats_endpoint_files_a_request_for_a_big_increase(
+    client_for, support_agent, support_lead, subscription
+):
+    from provision.models import FixRequest
+    from provision.services import fix_request_approve
+
+    response = client_for(support_agent).post(
+        f"/api/subscriptions/{subscription.pk}/seats/",
+        {"seats": 80, "reason": "Expansion"},
+        content_type="application/json",
+    )
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["action"] == "seats_change" and body["state"] == "pending"
+    assert "20%" in body["why_approval"]
+    subscription.refresh_from_db()
+    assert subscription.seats == 50
+    fix_request_approve(
+        actor=support_lead, fix_request=FixRequest.objects.get(pk=body["fix_request"]), note="ok"
+    )
+    subscription.refresh_from_db()
+    assert subscription.seats == 80
 
 
 def test_seats_endpoint_refuses_account_manager(client_for, account_manager, subscription):

@@ -8,7 +8,9 @@ from django.contrib.staticfiles import finders
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from provision.models import AuditEvent, Note, SeatLedgerEntry, Subscription
+from provision import services as provision_services
+from provision.choices import ReasonCode
+from provision.models import AuditEvent, FixRequest, Note, SeatLedgerEntry, Subscription
 from tests.factories import (
     ContactFactory,
     CustomerFactory,
@@ -16,6 +18,7 @@ from tests.factories import (
     SeatReportFactory,
     subscription_factory,
 )
+from tests.fix_pages import fix_confirm, fix_preview, fix_url, run_fix
 
 pytestmark = pytest.mark.django_db
 
@@ -31,7 +34,8 @@ GET_PAGES = [
     "auditevent_list",
 ]
 POST_PAGES = ["customer_edit", "note_add", "subscription_seats_change"]
-FIX_PAGES = ["customer_edit", "subscription_seats_change"]
+# subscription_seats_change only redirects to the seats_change fix now (tests under "Seats").
+FIX_PAGES = ["customer_edit"]
 
 
 def url_of(name, customer, subscription) -> str:
@@ -303,8 +307,9 @@ def test_support_agent_sees_fix_buttons(client_for, support_agent, customer, sub
     assert 'id="edit-customer"' in body
     assert reverse("provision:customer_edit", args=[customer.pk]) in body
     body = client.get(subscription.get_absolute_url()).content.decode()
-    assert 'id="change-seats"' in body
-    assert reverse("provision:subscription_seats_change", args=[subscription.pk]) in body
+    change_seats = re.search(r'<a [^>]*id="change-seats"[^>]*>', body).group(0)
+    assert f'href="{fix_url("seats_change", subscription.pk)}"' in change_seats
+    assert 'data-fix="seats_change"' in change_seats
 
 
 def test_account_manager_does_not_see_fix_buttons(
@@ -471,75 +476,159 @@ def test_note_add_does_not_answer_get(client_for, support_agent, customer):
     assert response.status_code == 405
 
 
-# --- Seats -------------------------------------------------------------------------------------
+# --- Seats: the "Change seats" support fix -------------------------------------------------------
+#
+# The seats page moved to the seats_change fix (issue 6); its old address only redirects.
 
 
-def test_seats_page_shows_current_seats_and_peak(client_for, support_agent, subscription):
-    instance = InstanceFactory(customer=subscription.customer, subscription=subscription)
-    SeatReportFactory(subscription=subscription, instance=instance, max_historical_users=47)
-    body = (
-        client_for(support_agent)
-        .get(reverse("provision:subscription_seats_change", args=[subscription.pk]))
-        .content.decode()
+def test_old_seats_address_redirects_to_the_fix_page(
+    client_for, support_agent, account_manager, subscription
+):
+    old = reverse("provision:subscription_seats_change", args=[subscription.pk])
+    events = AuditEvent.objects.count()
+    for persona in (support_agent, account_manager):
+        client = client_for(persona)
+        for response in (client.get(old), client.post(old, {"seats": 99, "reason": "x"})):
+            assert response.status_code == 302
+            assert response["Location"] == fix_url("seats_change", subscription.pk)
+    # The account manager lands on a refusal.
+    assert (
+        client_for(account_manager).get(fix_url("seats_change", subscription.pk)).status_code == 403
     )
-    assert re.search(r'data-stat="current-seats">50<', body)
-    assert re.search(r'data-stat="peak-usage">47<', body)
+    assert Subscription.objects.get(pk=subscription.pk).seats == 50
+    assert AuditEvent.objects.count() == events
+
+
+def test_a_post_to_the_old_seats_address_changes_nothing(client_for, support_lead, subscription):
+    """Even a complete confirming POST (the digest of a real preview, a reason) is only
+    redirected: the browser then opens the fix page with GET."""
+    client = client_for(support_lead)
+    _response, digest = fix_preview(client, "seats_change", subscription.pk, {"seats": 55})
+    assert digest
+    events = AuditEvent.objects.count()
+    response = client.post(
+        reverse("provision:subscription_seats_change", args=[subscription.pk]),
+        {
+            "seats": 55,
+            "step": "confirm",
+            "preview_digest": digest,
+            "reason_code": ReasonCode.ORDER_CORRECTION,
+            "reason": "Posted to the old page",
+        },
+    )
+    assert response.status_code == 302
+    assert Subscription.objects.get(pk=subscription.pk).seats == 50
+    assert SeatLedgerEntry.objects.filter(subscription=subscription).count() == 1
+    assert AuditEvent.objects.count() == events
+    assert not FixRequest.objects.exists()
+
+
+def test_account_manager_cannot_change_seats(client_for, account_manager, subscription):
+    client = client_for(account_manager)
+    url = fix_url("seats_change", subscription.pk)
+    assert client.get(url).status_code == 403
+    response = fix_confirm(client, "seats_change", subscription.pk, "0" * 64, {"seats": 99})
+    assert response.status_code == 403
+    assert Subscription.objects.get(pk=subscription.pk).seats == 50
+
+
+def test_seats_page_shows_current_seats_and_the_approval_rules(
+    client_for, support_agent, subscription
+):
+    body = client_for(support_agent).get(fix_url("seats_change", subscription.pk)).content.decode()
+    assert re.search(r'name="seats"[^>]*value="50"', body)
     assert "support lead" in body
 
 
-def test_seats_change_post_saves_ledger_and_audits(client_for, support_agent, subscription):
-    response = client_for(support_agent).post(
-        reverse("provision:subscription_seats_change", args=[subscription.pk]),
-        {"seats": 75, "reason": "Bought 25 more", "ticket_url": "https://tickets.test/9"},
-        follow=True,
+def test_seats_preview_shows_the_peak_when_going_below_it(client_for, support_agent, subscription):
+    instance = InstanceFactory(customer=subscription.customer, subscription=subscription)
+    SeatReportFactory(subscription=subscription, instance=instance, max_historical_users=47)
+    response, digest = fix_preview(
+        client_for(support_agent), "seats_change", subscription.pk, {"seats": 45}
     )
-    assert response.redirect_chain[-1][0] == subscription.get_absolute_url()
-    assert f"Seats on {subscription.name} changed from 50 to 75." in response.content.decode()
+    body = response.content.decode()
+    assert digest
+    assert "45 seats is below the 47 users in use this term" in body
+    assert 'id="fix-needs-approval"' in body
+    assert Subscription.objects.get(pk=subscription.pk).seats == 50
+
+
+def test_seats_change_saves_ledger_and_audits(client_for, support_agent, subscription):
+    client = client_for(support_agent)
+    response = run_fix(
+        client,
+        "seats_change",
+        subscription.pk,
+        {"seats": 55},
+        reason_code=ReasonCode.ORDER_CORRECTION,
+        reason="Bought 5 more",
+        ticket_url="https://tickets.test/9",
+    )
+    assert response.status_code == 302
+    page = client.get(response["Location"])
+    assert f"Seats on {subscription.name} changed from 50 to 55." in page.content.decode()
     subscription.refresh_from_db()
-    assert subscription.seats == 75
-    assert SeatLedgerEntry.objects.filter(subscription=subscription).latest("id").seats == 75
-    event = last_event()
-    assert event.action == "provision.subscription_seats_changed"
-    assert event.changes == {"seats": [50, 75]}
-    assert event.reason == "Bought 25 more" and event.ticket_url == "https://tickets.test/9"
+    assert subscription.seats == 55
+    assert SeatLedgerEntry.objects.filter(subscription=subscription).latest("id").seats == 55
+    event = AuditEvent.objects.get(action="provision.subscription_seats_changed")
+    assert event.changes == {"seats": [50, 55]}
+    assert event.reason.endswith("Bought 5 more") and event.ticket_url == "https://tickets.test/9"
+    assert (event.reason_code, event.actor) == (ReasonCode.ORDER_CORRECTION, support_agent)
 
 
-@pytest.mark.parametrize(
-    ("data", "field"),
-    [
-        ({"seats": -5, "reason": "Shrink"}, "seats"),
-        ({"seats": 80, "reason": ""}, "reason"),
-    ],
-)
-def test_invalid_seats_post_rerenders_and_changes_nothing(
-    client_for, support_agent, subscription, data, field
+def test_invalid_seats_are_a_field_error_and_change_nothing(
+    client_for, support_agent, subscription
 ):
     events = AuditEvent.objects.count()
-    response = client_for(support_agent).post(
-        reverse("provision:subscription_seats_change", args=[subscription.pk]), data
+    response, digest = fix_preview(
+        client_for(support_agent), "seats_change", subscription.pk, {"seats": -5}
+    )
+    assert response.status_code == 200 and not digest
+    assert 'id="id_seats_errors"' in response.content.decode()
+    assert Subscription.objects.get(pk=subscription.pk).seats == 50
+    assert AuditEvent.objects.count() == events
+
+
+def test_seats_change_without_a_reason_changes_nothing(client_for, support_agent, subscription):
+    events = AuditEvent.objects.count()
+    response = run_fix(
+        client_for(support_agent), "seats_change", subscription.pk, {"seats": 55}, reason=""
     )
     assert response.status_code == 200
-    assert f'id="id_{field}_errors"' in response.content.decode()
-    subscription.refresh_from_db()
-    assert subscription.seats == 50
+    assert 'id="id_reason_errors"' in response.content.decode()
+    assert Subscription.objects.get(pk=subscription.pk).seats == 50
     assert AuditEvent.objects.count() == events
     assert SeatLedgerEntry.objects.filter(subscription=subscription).count() == 1
 
 
-def test_support_agent_cannot_go_below_peak_but_a_lead_can(
+def test_support_agent_going_below_peak_asks_a_lead_but_a_lead_does_it(
     client_for, support_agent, support_lead, subscription
 ):
     instance = InstanceFactory(customer=subscription.customer, subscription=subscription)
     SeatReportFactory(subscription=subscription, instance=instance, max_historical_users=45)
-    url = reverse("provision:subscription_seats_change", args=[subscription.pk])
-    response = client_for(support_agent).post(url, {"seats": 40, "reason": "Customer asked"})
-    assert response.status_code == 200
-    assert "needs a support lead" in response.content.decode()
+    response = run_fix(
+        client_for(support_agent), "seats_change", subscription.pk, {"seats": 40}, reason="Asked"
+    )
+    fix_request = FixRequest.objects.get()
+    assert (response.status_code, response["Location"]) == (302, fix_request.get_absolute_url())
+    assert "waives a true-up" in fix_request.why_approval
     assert Subscription.objects.get(pk=subscription.pk).seats == 50
 
-    response = client_for(support_lead).post(url, {"seats": 40, "reason": "Approved waiver"})
+    response = run_fix(
+        client_for(support_lead), "seats_change", subscription.pk, {"seats": 40}, reason="Waiver"
+    )
     assert response.status_code == 302
     assert Subscription.objects.get(pk=subscription.pk).seats == 40
+
+
+def test_a_seat_increase_above_20_percent_waits_for_a_lead(
+    client_for, support_agent, support_lead, subscription
+):
+    run_fix(client_for(support_agent), "seats_change", subscription.pk, {"seats": 61})
+    fix_request = FixRequest.objects.get()
+    assert Subscription.objects.get(pk=subscription.pk).seats == 50
+    provision_services.fix_request_approve(actor=support_lead, fix_request=fix_request, note="ok")
+    assert Subscription.objects.get(pk=subscription.pk).seats == 61
 
 
 # --- Lists -------------------------------------------------------------------------------------
@@ -624,7 +713,7 @@ def test_customer_page_queries_do_not_grow_with_subscriptions(
         InstanceFactory(customer=customer, subscription=subscription)
     client = client_for(support_agent)
     # 15 for the page, 2 for its CRM sync cards (crm_sync.selectors.customer_crm_states).
-    with django_assert_max_num_queries(17):
+    with django_assert_max_num_queries(15):
         response = client.get(customer.get_absolute_url())
     assert response.status_code == 200
 
@@ -696,7 +785,14 @@ def test_500_page_renders_without_touching_the_database(django_assert_num_querie
 
 
 def _staff_pages(customer, subscription):
-    return [url_of(name, customer, subscription) for name in GET_PAGES if name != "search"]
+    # The old seats address only redirects: check the fix page it leads to instead.
+    return [
+        fix_url("seats_change", subscription.pk)
+        if name == "subscription_seats_change"
+        else url_of(name, customer, subscription)
+        for name in GET_PAGES
+        if name != "search"
+    ]
 
 
 def test_pages_carry_no_inline_script_and_only_local_assets(

@@ -123,15 +123,15 @@ def test_subscription_create_rejects_term_ending_before_start(customer):
 
 def test_seats_change_updates_ledger_and_audits(support_agent, subscription):
     services.subscription_seats_change(
-        actor=support_agent, subscription=subscription, seats=75, reason="Bought 25 more"
+        actor=support_agent, subscription=subscription, seats=60, reason="Bought 10 more"
     )
     subscription.refresh_from_db()
-    assert subscription.seats == 75
+    assert subscription.seats == 60
     entry = subscription.seat_ledger.first()
-    assert (entry.previous_seats, entry.seats) == (50, 75)
+    assert (entry.previous_seats, entry.seats) == (50, 60)
     event = last_event()
     assert event.action == "provision.subscription_seats_changed"
-    assert event.changes == {"seats": [50, 75]}
+    assert event.changes == {"seats": [50, 60]}
     assert entry.audit_event == event
 
 

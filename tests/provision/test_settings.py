@@ -163,7 +163,9 @@ def test_a_bogus_incoming_request_id_is_replaced(client, bogus):
 
 def _variables_read_by_settings() -> set[str]:
     source = (settings.BASE_DIR / "provision" / "settings.py").read_text()
-    return set(re.findall(r'env_(?:str|bool|int|list|choice)\(\s*"([A-Z][A-Z0-9_]*)"', source))
+    return set(
+        re.findall(r'env_(?:str|bool|int|list|choice|json_object)\(\s*"([A-Z][A-Z0-9_]*)"', source)
+    )
 
 
 def test_settings_read_the_variables_this_meta_test_looks_for():

@@ -280,23 +280,39 @@ def test_associate_for_account_managers_is_403_and_for_anonymous_401_or_403(
     assert free_namespace.subscription is None
 
 
-def test_force_associate_by_support_is_409_and_by_a_lead_200(
+def test_force_associate_files_a_four_eyes_request_that_a_lead_approves(
     client_for, support_agent, support_lead, linked
 ):
+    from provision.models import FixRequest
+    from provision.services import fix_request_approve
+
     other = subscription_factory(deployment=Deployment.GITLAB_COM)
     body = {"subscription_id": other.pk, "reason": "r", "ticket_url": TICKET, "force": True}
     url = f"/api/namespaces/{linked.pk}/associate/"
-    refused = client_for(support_agent).post(url, body, content_type="application/json")
-    assert refused.status_code == 409
-    assert refused.json()["error"]["code"] == "needs_approval"
     unforced = client_for(support_lead).post(
         url, {**body, "force": False}, content_type="application/json"
     )
+    assert unforced.status_code == 409
     assert unforced.json()["error"]["code"] == "namespace_occupied"
     assert unforced.json()["error"]["linked_subscription"] == linked.subscription.name
-    forced = client_for(support_lead).post(url, body, content_type="application/json")
-    assert forced.status_code == 200
-    assert forced.json()["subscription"] == other.pk
+    no_ticket = client_for(support_agent).post(
+        url, {**body, "ticket_url": ""}, content_type="application/json"
+    )
+    assert no_ticket.status_code == 400
+    filed = client_for(support_agent).post(url, body, content_type="application/json")
+    assert filed.status_code == 202, filed.content
+    assert filed.json()["state"] == "pending"
+    linked.refresh_from_db()
+    assert linked.subscription != other  # nothing moves before the approval
+    again = client_for(support_agent).post(url, body, content_type="application/json")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_requested"
+    fix_request_approve(
+        actor=support_lead,
+        fix_request=FixRequest.objects.get(pk=filed.json()["fix_request"]),
+        note="Owner confirmed",
+    )
+    linked.refresh_from_db()
+    assert linked.subscription == other
 
 
 def test_disassociate_endpoint(client_for, support_agent, account_manager, linked):

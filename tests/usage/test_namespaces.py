@@ -18,6 +18,7 @@ from provision.choices import (
 from provision.exceptions import ApplicationError
 from provision.models import AuditEvent, Subscription
 from tests.factories import NamespaceFactory, subscription_factory
+from tests.support import four_eyes
 from usage import services
 from usage.choices import SeatReportSource
 from usage.models import SeatReport, SubscriptionUsageDaily
@@ -167,7 +168,12 @@ def test_a_namespace_of_another_active_subscription_needs_force_and_a_lead(
             force=True,
         )
     assert needs_lead.value.code == "needs_approval"
-    with pytest.raises(ValidationError) as no_ticket:
+    with (
+        pytest.raises(ValidationError) as no_ticket,
+        four_eyes(
+            "namespace_force_associate", requested_by=support_agent, approved_by=support_lead
+        ),
+    ):
         services.namespace_associate(
             actor=support_lead, namespace=linked, subscription=other, reason="r", force=True
         )
@@ -175,14 +181,27 @@ def test_a_namespace_of_another_active_subscription_needs_force_and_a_lead(
     linked.refresh_from_db()
     assert linked.subscription.customer == customer
 
-    services.namespace_associate(
-        actor=support_lead,
-        namespace=linked,
-        subscription=other,
-        reason="Owner confirmed in writing",
-        ticket_url=TICKET,
-        force=True,
-    )
+    with pytest.raises(ApplicationError) as needs_second_person:
+        services.namespace_associate(
+            actor=support_lead,
+            namespace=linked,
+            subscription=other,
+            reason="Alone",
+            ticket_url=TICKET,
+            force=True,
+        )
+    assert needs_second_person.value.code == "needs_approval"  # four-eyes, even for a lead
+    with four_eyes(
+        "namespace_force_associate", requested_by=support_agent, approved_by=support_lead
+    ):
+        services.namespace_associate(
+            actor=support_lead,
+            namespace=linked,
+            subscription=other,
+            reason="Owner confirmed in writing",
+            ticket_url=TICKET,
+            force=True,
+        )
     linked.refresh_from_db()
     assert linked.subscription == other
     event = events("usage.namespace_associated")[-1]

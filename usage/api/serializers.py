@@ -4,6 +4,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from provision.api.base import reason_code_field
 from usage import selectors
 from usage.models import Instance, Namespace, SeatReport
 
@@ -83,6 +84,7 @@ class NamespaceAssociateInputSerializer(serializers.Serializer):
 
     subscription_id = serializers.IntegerField(required=False, min_value=1)
     subscription_name = serializers.CharField(required=False, max_length=11)
+    reason_code = reason_code_field()
     reason = serializers.CharField(max_length=2000)
     ticket_url = serializers.URLField(required=False, allow_blank=True, default="", max_length=500)
     force = serializers.BooleanField(required=False, default=False)

@@ -8,7 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from provision import permissions
-from provision.api.base import SelectorReadOnlyViewSet
+from provision.api.base import FixRequestFiledSerializer, SelectorReadOnlyViewSet, submit_fix
 from provision.exceptions import ApplicationError
 from usage import selectors, services
 from usage.api.permissions import CanPushUsage
@@ -39,11 +39,15 @@ class NamespaceViewSet(SelectorReadOnlyViewSet):
 
     list_selector = staticmethod(selectors.namespace_list)
 
-    @extend_schema(request=NamespaceAssociateInputSerializer, responses=NamespaceSerializer)
+    @extend_schema(
+        request=NamespaceAssociateInputSerializer,
+        responses={200: NamespaceSerializer, 202: FixRequestFiledSerializer},
+    )
     @action(detail=True, methods=["post"])
     def associate(self, request, pk=None):
-        """Link the namespace to a GitLab.com subscription (support roles; ``force`` takes it
-        from another active subscription and needs a support lead and the ticket link)."""
+        """Link the namespace to a GitLab.com subscription (support roles). ``force`` takes it
+        from another open subscription: that needs the ticket link and a second person, so it
+        files a four-eyes request (202) that a support lead approves in the console."""
         if not permissions.NamespacePolicy.can_associate(request.user):
             raise ApplicationError("Linking a namespace needs a support role.", code="forbidden")
         namespace = self.get_object()
@@ -55,10 +59,15 @@ class NamespaceViewSet(SelectorReadOnlyViewSet):
             pk=values.pop("subscription_id", None),
             name=values.pop("subscription_name", None),
         )
-        namespace = services.namespace_associate(
-            actor=request.user, namespace=namespace, subscription=subscription, **values
+        force = values.pop("force", False)
+        return submit_fix(
+            request,
+            action="namespace_force_associate" if force else "namespace_associate",
+            target_pk=namespace.pk,
+            params={"subscription": subscription.name},
+            data=values,
+            on_done=lambda: NamespaceSerializer(self.get_object()).data,
         )
-        return Response(NamespaceSerializer(namespace).data)
 
     @extend_schema(request=NamespaceDisassociateInputSerializer, responses=NamespaceSerializer)
     @action(detail=True, methods=["post"])
