@@ -44,7 +44,8 @@ def _require_view(actor) -> None:
 
 
 def stuck_steps_queryset(now: datetime | None = None) -> QuerySet[ProvisioningStep]:
-    """Open steps past due with no earlier open step in their record, oldest due first.
+    """Steps that hold an order up, oldest due first: failed ones at once (they need a retry
+    or a decision), pending ones once past due; only the first open step of each record.
 
     Orders of expired or cancelled subscriptions stay in (their cause says so): someone has to
     close their steps, and the home page counts them as stuck too. Filtering them out here
@@ -56,7 +57,9 @@ def stuck_steps_queryset(now: datetime | None = None) -> QuerySet[ProvisioningSt
         record=OuterRef("record"), position__lt=OuterRef("position"), state__in=OPEN_STATES
     )
     return (
-        ProvisioningStep.objects.filter(state__in=OPEN_STATES, due_at__lt=now)
+        ProvisioningStep.objects.filter(
+            Q(state=StepState.FAILED) | Q(state=StepState.PENDING, due_at__lt=now)
+        )
         .filter(~Exists(earlier_open))
         .select_related(*QUEUE_RELATED)
         .order_by("due_at", "pk")
@@ -140,6 +143,11 @@ class StuckRow:
     @property
     def overdue_by(self) -> timedelta:
         return self.now - self.step.due_at
+
+    @property
+    def is_past_due(self) -> bool:
+        """False for a failed step listed before its SLA ran out."""
+        return self.step.due_at < self.now
 
     @property
     def pending_for_text(self) -> str:

@@ -326,6 +326,22 @@ def test_only_open_steps_past_due_are_listed_oldest_first(support_agent):
     assert rows[1].step.state == StepState.FAILED
 
 
+def test_a_failed_step_is_listed_at_once_even_within_its_sla(support_agent):
+    subscription = online(customer=with_sold_to())
+    finish(subscription, Kind.LICENSE_ISSUED)
+    services.provisioning_step_set_state(
+        actor=None,
+        step=step_of(subscription, Kind.DELIVERED),
+        state=StepState.FAILED,
+        error="550 No such user",
+        reason="Test",
+    )
+    assert step_of(subscription, Kind.DELIVERED).due_at > timezone.now()
+    (row,) = rows_for(support_agent)
+    assert (row.subscription.pk, row.step.kind) == (subscription.pk, Kind.DELIVERED)
+    assert not row.is_past_due
+
+
 def test_an_order_is_listed_once_at_the_step_that_holds_it_up(support_agent):
     subscription = online(customer=with_sold_to())
     overdue(subscription, Kind.LICENSE_ISSUED, hours=100)
