@@ -13,7 +13,6 @@ from django.db.models import (
     Case,
     CharField,
     Count,
-    Exists,
     F,
     FilteredRelation,
     IntegerField,
@@ -884,9 +883,10 @@ def home_counts(*, actor) -> HomeCounts:
     instances = Instance.objects.aggregate(
         total=Count("pk"), synced=Count("pk", filter=Q(last_sync_at__gte=now - timedelta(hours=24)))
     )
-    stuck = ProvisioningRecord.objects.filter(
-        Exists(ProvisioningStep.objects.stuck(now).filter(record=OuterRef("pk")))
-    ).count()
+    from provision.stuck import stuck_steps_queryset
+
+    # The stuck queue's own definition: one row per held-up order.
+    stuck = stuck_steps_queryset(now).order_by().count()
     return HomeCounts(
         customers=Customer.objects.count(),
         active_subscriptions=Subscription.objects.filter(status=SubscriptionStatus.ACTIVE).count(),
@@ -898,12 +898,11 @@ def home_counts(*, actor) -> HomeCounts:
 
 
 def stuck_steps(*, actor, limit: int = 10) -> list[ProvisioningStep]:
+    """The oldest rows of the stuck queue (provision.stuck), for the home page."""
+    from provision.stuck import stuck_steps_queryset
+
     _require(permissions.is_staff_member(actor))
-    return list(
-        ProvisioningStep.objects.stuck()
-        .select_related("record__subscription__customer")
-        .order_by("due_at")[:limit]
-    )
+    return list(stuck_steps_queryset()[:limit])
 
 
 def subscription_peak_usage(*, subscription: Subscription) -> int:
