@@ -4,6 +4,7 @@ import django_filters
 
 from crm_sync.choices import CrmTarget, RecordSyncStatus, SyncRunKind, SyncRunStatus, SyncTrigger
 from crm_sync.models import CrmRecordState, SyncRun
+from provision.filters import IdFilter
 
 
 class SyncRunFilterSet(django_filters.FilterSet):
@@ -21,7 +22,7 @@ class SyncRunFilterSet(django_filters.FilterSet):
 class CrmRecordStateFilterSet(django_filters.FilterSet):
     target = django_filters.ChoiceFilter(choices=CrmTarget.choices)
     status = django_filters.ChoiceFilter(choices=RecordSyncStatus.choices)
-    customer_id = django_filters.NumberFilter(field_name="customer_id")
+    customer_id = IdFilter(field_name="customer_id")
 
     class Meta:
         model = CrmRecordState

@@ -8,6 +8,7 @@ from django.db.models import Q
 
 from licenses.choices import ActivationStatus, LicenseKind, LicenseStatus
 from licenses.models import Activation, License
+from provision.filters import IdFilter
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -18,8 +19,8 @@ class LicenseFilterSet(django_filters.FilterSet):
         label="Search",
         help_text="Subscription (A-S00012345), customer name, licensee e-mail or key SHA-256",
     )
-    subscription_id = django_filters.NumberFilter(field_name="subscription_id")
-    customer_id = django_filters.NumberFilter(field_name="subscription__customer_id")
+    subscription_id = IdFilter(field_name="subscription_id")
+    customer_id = IdFilter(field_name="subscription__customer_id")
     kind = django_filters.ChoiceFilter(choices=LicenseKind.choices)
     status = django_filters.ChoiceFilter(choices=LicenseStatus.choices)
     expires_before = django_filters.DateFilter(
@@ -52,10 +53,10 @@ class ActivationFilterSet(django_filters.FilterSet):
     q = django_filters.CharFilter(
         method="search", label="Search", help_text="Hostname, instance UUID or subscription"
     )
-    subscription_id = django_filters.NumberFilter(field_name="activation_code__subscription_id")
-    license_id = django_filters.NumberFilter(field_name="license_id")
-    instance_id = django_filters.NumberFilter(field_name="instance_id")
-    activation_code_id = django_filters.NumberFilter(field_name="activation_code_id")
+    subscription_id = IdFilter(field_name="activation_code__subscription_id")
+    license_id = IdFilter(field_name="license_id")
+    instance_id = IdFilter(field_name="instance_id")
+    activation_code_id = IdFilter(field_name="activation_code_id")
     status = django_filters.ChoiceFilter(choices=ActivationStatus.choices)
     since = django_filters.IsoDateTimeFilter(field_name="activated_at", lookup_expr="gte")
 

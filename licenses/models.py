@@ -88,6 +88,8 @@ class License(models.Model):
             models.Index(fields=["subscription", "status"]),
             models.Index(fields=["status", "expires_on"]),
             models.Index(fields=["kind", "status"]),
+            # The license list (page and API) shows the newest first.
+            models.Index(fields=["issued_at", "id"], name="license_issued_at"),
         ]
         constraints = [
             models.CheckConstraint(

@@ -20,6 +20,7 @@ urlpatterns = [
     path("provisioning/", views.provisioning_record_list, name="provisioningrecord_list"),
     path("provisioning/stuck/", views.stuck_queue, name="stuck_queue"),
     path("audit/", views.audit_event_list, name="auditevent_list"),
+    path("indicators/", views.indicators, name="indicators"),
     # Support fixes: one page per fix and target; four-eyes requests and their decisions.
     path("fixes/<slug:action>/<int:pk>/", fix_views.fix_action, name="fix"),
     path("approvals/", fix_views.fix_request_list, name="fixrequest_list"),

@@ -315,6 +315,7 @@ class DemoBuilder:
         self.advance_provisioning()
         self.true_ups()
         self.pending_approvals()
+        self.support_tickets()
         self.create_rollups()
         notes = self.add_notes()
         return {
@@ -1081,6 +1082,60 @@ class DemoBuilder:
             reason_code=ReasonCode.LATE_RENEWAL,
             reason="Renewal PO is stuck in the customer's procurement; AE asks for 45 days",
             ticket_url=self.ticket(),
+        )
+
+    def support_tickets(self) -> None:
+        """26 weeks of L&R tickets, as a help-desk CSV export imported with the real import
+        service, so /indicators/ has its third series: 35-70 tickets a week, about 40 % of
+        them about provisioning (a license not received, an activation code, a namespace
+        link), a slowly falling share as the fixes take over."""
+        import csv
+        import io
+
+        from provision.services import support_tickets_import
+
+        provisioning = [
+            ("lnr_sm_did_not_receive", "Self-Managed License Related", "License key not received"),
+            ("lnr_saas_link_sub", "SaaS Subscription Related", "Link subscription to our group"),
+            ("lnr_sm_license_errors", "Legacy license troubleshooting", "Users over license"),
+            ("", "Cloud licensing", "Activation code says invalid"),
+            ("lnr_trial_cannot_apply", "Self-Managed Trial Related", "Cannot apply trial"),
+        ]
+        other = [
+            ("lnr_billing", "Billing", "Invoice address change"),
+            ("lnr_refund", "Billing", "Refund for unused seats"),
+            ("lnr_account", "CustomersDot account", "Cannot log in to the customers portal"),
+            ("lnr_quote", "Sales", "Quote for 50 more seats"),
+        ]
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["Ticket ID", "Created at", "Tags", "L&R - Category", "Subject"])
+        ticket_id = 480_000
+        start = self.now - timedelta(weeks=26)
+        for week in range(26):
+            share = 0.48 - 0.006 * week  # the provisioning share falls slowly
+            for _ in range(self.rng.randint(35, 70)):
+                ticket_id += 1
+                created = start + timedelta(
+                    weeks=week, seconds=self.rng.randint(0, 7 * 24 * 3600 - 1)
+                )
+                tag, category, subject = self.rng.choice(
+                    provisioning if self.rng.random() < share else other
+                )
+                writer.writerow(
+                    [
+                        ticket_id,
+                        created.strftime("%Y-%m-%d %H:%M:%S"),
+                        " ".join(t for t in (tag, "lnr") if t),
+                        category,
+                        subject,
+                    ]
+                )
+        support_tickets_import(
+            actor=None,
+            file_name="zendesk-lnr-export.csv",
+            content=out.getvalue().encode(),
+            reason="Demo: the L&R view exported from the help desk",
         )
 
     # -- Rollups ---------------------------------------------------------------------------------

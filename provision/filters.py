@@ -4,9 +4,11 @@ import re
 from datetime import timedelta
 
 import django_filters
+from django import forms
 from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 
 from provision.choices import (
     Deployment,
@@ -39,6 +41,24 @@ def _account_managers(request):
     )
 
 
+# Primary keys are 64-bit integers.
+ID_MAX = 2**63 - 1
+
+
+@extend_schema_field({"type": "integer", "minimum": 0, "maximum": ID_MAX})
+class IdFilter(django_filters.NumberFilter):
+    """An ``<fk>_id`` filter: a whole number within the primary-key range, else a form error
+    (a 400 on the API). NumberFilter's decimal field would pass ``1e40`` on to the database,
+    which SQLite cannot even bind (a 500)."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", 0)
+        kwargs.setdefault("max_value", ID_MAX)
+        super().__init__(*args, **kwargs)
+
+
 class CustomerFilterSet(django_filters.FilterSet):
     q = django_filters.CharFilter(
         method="search",
@@ -51,7 +71,7 @@ class CustomerFilterSet(django_filters.FilterSet):
     csm_id = django_filters.ModelChoiceFilter(
         field_name="csm", queryset=_account_managers, label="CSM"
     )
-    partner_id = django_filters.NumberFilter(field_name="partner_id", label="Partner")
+    partner_id = IdFilter(field_name="partner_id", label="Partner")
     deployment = django_filters.ChoiceFilter(
         choices=Deployment.choices, method="filter_deployment", label="Has deployment"
     )
@@ -101,7 +121,7 @@ class CustomerFilterSet(django_filters.FilterSet):
 
 class SubscriptionFilterSet(django_filters.FilterSet):
     q = django_filters.CharFilter(method="search", label="Search")
-    customer_id = django_filters.NumberFilter(field_name="customer_id")
+    customer_id = IdFilter(field_name="customer_id")
     plan = django_filters.ChoiceFilter(choices=Plan.choices)
     deployment = django_filters.ChoiceFilter(choices=Deployment.choices)
     status = django_filters.ChoiceFilter(choices=SubscriptionStatus.choices)
@@ -121,7 +141,7 @@ class SubscriptionFilterSet(django_filters.FilterSet):
 
 class ProvisioningRecordFilterSet(django_filters.FilterSet):
     q = django_filters.CharFilter(method="search", label="Search")
-    subscription_id = django_filters.NumberFilter(field_name="subscription_id")
+    subscription_id = IdFilter(field_name="subscription_id")
     kind = django_filters.ChoiceFilter(choices=OrderKind.choices)
     stuck = django_filters.BooleanFilter(method="filter_stuck", label="Stuck")
     open = django_filters.BooleanFilter(
@@ -149,8 +169,8 @@ class ProvisioningRecordFilterSet(django_filters.FilterSet):
 
 class AuditEventFilterSet(django_filters.FilterSet):
     q = django_filters.CharFilter(method="search", label="Search")
-    customer_id = django_filters.NumberFilter(field_name="customer_id")
-    actor_id = django_filters.NumberFilter(field_name="actor_id")
+    customer_id = IdFilter(field_name="customer_id")
+    actor_id = IdFilter(field_name="actor_id")
     action = django_filters.CharFilter(field_name="action")
     target_type = django_filters.CharFilter(field_name="target_type")
     target_id = django_filters.CharFilter(field_name="target_id")
@@ -213,8 +233,8 @@ class StuckQueueFilterSet(django_filters.FilterSet):
         queryset=_account_managers,
         label="Account owner",
     )
-    customer_id = django_filters.NumberFilter(field_name="record__subscription__customer_id")
-    subscription_id = django_filters.NumberFilter(field_name="record__subscription_id")
+    customer_id = IdFilter(field_name="record__subscription__customer_id")
+    subscription_id = IdFilter(field_name="record__subscription_id")
 
     class Meta:
         model = ProvisioningStep
@@ -263,8 +283,8 @@ class FixRequestFilterSet(django_filters.FilterSet):
     action = django_filters.ChoiceFilter(
         choices=[(key, fix.label) for key, fix in FIXES.items()], label="Fix", empty_label="Any fix"
     )
-    customer_id = django_filters.NumberFilter(field_name="customer_id")
-    requested_by_id = django_filters.NumberFilter(field_name="requested_by_id")
+    customer_id = IdFilter(field_name="customer_id")
+    requested_by_id = IdFilter(field_name="requested_by_id")
 
     class Meta:
         model = FixRequest

@@ -524,3 +524,72 @@ class FixRequest(models.Model):
 
     def get_absolute_url(self):
         return reverse("provision:fixrequest_detail", args=[self.pk])
+
+
+# --- Support tickets (the provisioning-ticket indicator) ------------------------------------
+
+
+class SupportTicketImport(models.Model):
+    """One run of ``tickets_import``: the file read, who ran it, and what it changed.
+
+    A run that only re-classified stored tickets under a changed rule has no file name. Dry
+    runs and refused files store no row (a refused file is an error on the command line).
+    """
+
+    imported_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    file_name = models.CharField(max_length=255, blank=True)
+    file_sha256 = models.CharField(max_length=64, blank=True)
+    rows_total = models.PositiveIntegerField(default=0, help_text="Tickets in the file.")
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    reclassified = models.PositiveIntegerField(
+        default=0, help_text="Stored tickets (not in the file) classified again under the rule."
+    )
+    rule_version = models.CharField(max_length=16)
+    provisioning = models.PositiveIntegerField(
+        default=0, help_text="Tickets of the file the rule marks provisioning-related."
+    )
+
+    class Meta:
+        ordering = ["-imported_at", "-id"]
+
+    def __str__(self):
+        what = self.file_name or "re-classification"
+        return f"Ticket import {what} ({self.imported_at:%Y-%m-%d %H:%M})"
+
+
+class SupportTicket(models.Model):
+    """One License & Renewals support ticket imported from the help desk's CSV export, and
+    whether the rule in ``PROVISIONING_TICKET_RULE`` calls it provisioning-related.
+
+    The classification is stored, not computed when read: the rule can read the subject's key
+    words, which SQL cannot match portably, each ticket keeps *why* it was classified (the
+    audit trail support-workflows §3.4 asks for), and the weekly indicator is then a plain
+    ``GROUP BY``. ``rule_version`` names the rule a ticket was classified under; after the rule
+    changes, ``tickets_import --reclassify`` (or any import) classifies the others again, and
+    /indicators/ warns until it has.
+    """
+
+    external_id = models.CharField(
+        max_length=40, unique=True, help_text="The help desk's ticket id (Zendesk: Ticket ID)."
+    )
+    created_at = models.DateTimeField(db_index=True, help_text="When the ticket was opened.")
+    tags = models.JSONField(default=list, blank=True)
+    category = models.CharField(max_length=255, blank=True, help_text="L&R - Category")
+    subject = models.CharField(max_length=500, blank=True)
+    is_provisioning = models.BooleanField()
+    classification_reason = models.CharField(
+        max_length=200, help_text="Which part of the rule decided, e.g. 'tag lnr_saas_link_sub'."
+    )
+    rule_version = models.CharField(max_length=16, db_index=True)
+    imported_at = models.DateTimeField(help_text="When an import last created or changed it.")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"Ticket {self.external_id}"

@@ -71,13 +71,19 @@ def customer_list(
     *, actor, filters: dict | None = None
 ) -> tuple[QuerySet[Customer], CustomerFilterSet]:
     _require(permissions.CustomerPolicy.can_view(actor))
+    # A correlated subquery, not a joined Count: PostgreSQL then counts the subscriptions of
+    # the page's rows only, instead of grouping every customer before sorting (1.1 s at
+    # 200,000 customers), and the list's COUNT needs no join.
+    active = (
+        Subscription.objects.filter(customer=OuterRef("pk"), status=SubscriptionStatus.ACTIVE)
+        .order_by()
+        .values("customer")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     queryset = (
         Customer.objects.select_related("account_owner", "csm", "partner")
-        .annotate(
-            active_subscriptions=Count(
-                "subscriptions", filter=Q(subscriptions__status=SubscriptionStatus.ACTIVE)
-            )
-        )
+        .annotate(active_subscriptions=Coalesce(Subquery(active, output_field=IntegerField()), 0))
         .order_by("name", "pk")
     )
     filterset = CustomerFilterSet(filters or {}, queryset=queryset)

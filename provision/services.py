@@ -1227,3 +1227,316 @@ def fix_request_withdraw(*, actor, fix_request: FixRequest, reason: str) -> FixR
             reason=reason,
         )
     return request
+
+
+# --- Service accounts: API tokens with a staff role -----------------------------------------------
+
+SERVICE_ACCOUNT_ROLES = ("support", "support_lead", "account_manager", "admin")
+
+
+@transaction.atomic
+def service_account_create(
+    *, actor, username: str, role: str, reason: str, rotate: bool = False
+) -> tuple[str, bool]:
+    """Create (or, with ``rotate``, replace) the API token of a service account holding one
+    staff role, and return ``(token, account_created)``; the caller shows the token once.
+
+    A service account is a user without a usable password (it cannot log in to the console)
+    in exactly one staff group, so its token gets what a person with that role gets, through
+    the same ``provision.permissions`` checks: an account-manager token reads, a support token
+    makes fixes, four-eyes rules apply as to anyone. A person's login (usable password, staff
+    or superuser flag) and an integration account are refused. An existing token is refused
+    unless ``rotate``; rotating invalidates it at once and may change the role. Audited with
+    the last four characters of the token, never the token. Admins only.
+    """
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from rest_framework.authtoken.models import Token
+
+    from provision.choices import Role
+
+    if actor is not None and Role.ADMIN not in permissions.roles_of(actor):
+        raise ApplicationError("Only an admin may create service accounts.", code="forbidden")
+    reason = require_reason(reason)
+    if role not in SERVICE_ACCOUNT_ROLES:
+        raise ValidationError({"role": f"Choose one of {', '.join(SERVICE_ACCOUNT_ROLES)}."})
+    username = (username or "").strip()
+    if not username:
+        raise ValidationError({"username": "Give the service account's username."})
+    user_model = get_user_model()
+    user = user_model.objects.filter(username=username).first()
+    created = user is None
+    old_role = None
+    if created:
+        user = user_model(username=username, is_active=True)
+        user.set_unusable_password()
+        user.full_clean(exclude=["password"])
+        user.save()
+    else:
+        groups = set(user.groups.values_list("name", flat=True))
+        if user.is_superuser or user.is_staff or user.has_usable_password():
+            raise ApplicationError(
+                f"{username} is a person's login; service accounts are separate users.",
+                code="not_service_account",
+            )
+        if groups & permissions.MACHINE_ROLES or not groups & permissions.STAFF_ROLES:
+            raise ApplicationError(
+                f"{username} exists but is not a service account.", code="not_service_account"
+            )
+        old_role = ",".join(sorted(groups & permissions.STAFF_ROLES))
+    previous = Token.objects.filter(user=user).first()
+    if previous is not None and not rotate:
+        raise ApplicationError(
+            f"{username} already has a token; rotate it to replace it (the old one stops working).",
+            code="token_exists",
+        )
+    if old_role != role:
+        user.groups.set([Group.objects.get_or_create(name=role)[0]])
+    previous_hint = f"…{previous.key[-4:]}" if previous is not None else None
+    if previous is not None:
+        previous.delete()
+    token = Token.objects.create(user=user)
+    changes = {"token": [previous_hint, f"…{token.key[-4:]}"]}
+    if old_role != role:
+        changes["role"] = [old_role, role]
+    audit_record(
+        actor=actor,
+        action="provision.service_account_token_created",
+        target=user,
+        customer=None,
+        changes=changes,
+        reason=reason,
+        metadata={"account_created": created, "rotated": previous is not None},
+    )
+    return token.key, created
+
+
+# --- Support tickets: import and classification (the provisioning-ticket indicator) ----------
+#
+# The help desk's CSV export is read by provision.tickets (pure parsing and the rule); these
+# services store it. One import run = one SupportTicketImport row and one audit event with the
+# counts, never one event per ticket.
+
+TICKET_UPSERT_BATCH = 2000
+TICKET_FIELDS = ("created_at", "tags", "category", "subject")
+TICKET_CLASSIFICATION_FIELDS = ("is_provisioning", "classification_reason", "rule_version")
+
+
+@dataclass(frozen=True)
+class TicketImportResult:
+    """What a ticket import or re-classification did (in a dry run: would do)."""
+
+    rows_total: int
+    created: int
+    updated: int
+    unchanged: int
+    reclassified: int
+    provisioning: int
+    rule_version: str
+    dry_run: bool = False
+    run: object | None = None  # the SupportTicketImport row; None in a dry run or a no-op
+
+
+def _require_ticket_import_permission(actor) -> None:
+    # The command runs as the system (actor=None); people need a support role.
+    if actor is not None and not permissions.can_fix(actor):
+        raise ApplicationError(
+            "You do not have permission to import support tickets.", code="forbidden"
+        )
+
+
+def _tickets_stale(rule):
+    """Stored tickets classified under another rule version than ``rule``'s. Written as two
+    ranges rather than "<>", so the rule_version index answers it."""
+    from django.db.models import Q
+
+    from provision.models import SupportTicket
+
+    return SupportTicket.objects.filter(
+        Q(rule_version__lt=rule.version) | Q(rule_version__gt=rule.version)
+    )
+
+
+def _tickets_classify_again(*, rule) -> int:
+    """Classify every stale ticket under ``rule``; how many there were."""
+    from provision.models import SupportTicket
+
+    changed = 0
+    batch: list[SupportTicket] = []
+    stale = _tickets_stale(rule).only("id", "tags", "category", "subject").order_by("pk")
+    for ticket in stale.iterator(chunk_size=TICKET_UPSERT_BATCH):
+        ticket.is_provisioning, ticket.classification_reason = rule.classify(
+            tags=ticket.tags, category=ticket.category, subject=ticket.subject
+        )
+        ticket.rule_version = rule.version
+        batch.append(ticket)
+        if len(batch) == TICKET_UPSERT_BATCH:
+            SupportTicket.objects.bulk_update(batch, TICKET_CLASSIFICATION_FIELDS, batch_size=500)
+            changed, batch = changed + len(batch), []
+    if batch:
+        SupportTicket.objects.bulk_update(batch, TICKET_CLASSIFICATION_FIELDS, batch_size=500)
+    return changed + len(batch)
+
+
+class _DryRun(Exception):
+    """Raised inside a dry run's transaction to roll back what it wrote."""
+
+
+def support_tickets_import(
+    *, actor, file_name: str, content: bytes, reason: str, dry_run: bool = False
+) -> TicketImportResult:
+    """Store the tickets of a help-desk CSV export, classified by ``PROVISIONING_TICKET_RULE``.
+
+    Upsert by ticket id: a new id is created, a known one updated when anything read from the
+    file (created at, tags, category, subject) or its classification changed, and left alone
+    otherwise, so importing the same file again changes nothing. Stored tickets classified
+    under an older rule are classified again in the same run (``reclassified``). Rows go in
+    with bulk upserts of ``TICKET_UPSERT_BATCH``.
+
+    The stored tickets are compared through one range read on ``created_at`` (the file's first
+    to last ticket; a ticket's creation time never changes), not through lists of ids: with
+    prepared statements PostgreSQL plans a 2,000-id ``IN`` as a scan of the table, ~1 s each.
+    A ticket it misses is written anyway; ``created`` comes from the table's size before and
+    after, so the counts stay exact.
+
+    A file that cannot be read, or that has any bad row, raises ``ApplicationError`` with one
+    line naming the lines at fault, and stores nothing. Otherwise everything is written in one
+    transaction with one ``SupportTicketImport`` row and one audit event
+    (``provision.support_tickets_imported``) holding the counts. ``dry_run`` does all of it
+    and rolls it back. The system (``actor=None``, the command) and support roles may import.
+    """
+    import hashlib
+    from datetime import timedelta
+    from pathlib import PurePath
+
+    from provision.models import SupportTicket, SupportTicketImport
+    from provision.tickets import TicketFileError, parse_ticket_csv, ticket_rule
+
+    _require_ticket_import_permission(actor)
+    reason = require_reason(reason)
+    file_name = PurePath(file_name or "tickets.csv").name[:255]
+    rule = ticket_rule()
+    try:
+        rows = parse_ticket_csv(content, tz=timezone.get_current_timezone())
+    except TicketFileError as error:
+        raise ApplicationError(f"{file_name}: {error}", code="bad_ticket_file") from None
+    now = timezone.now()
+    compared = (*TICKET_FIELDS, *TICKET_CLASSIFICATION_FIELDS)
+    result = None
+    try:
+        with transaction.atomic():
+            span = [row.created_at for row in rows]
+            existing = {
+                values[0]: values[1:]
+                for values in SupportTicket.objects.filter(
+                    created_at__gte=min(span) - timedelta(seconds=1),
+                    created_at__lte=max(span) + timedelta(seconds=1),
+                )
+                .order_by()
+                .values_list("external_id", *compared)
+            }
+            writes: list[SupportTicket] = []
+            provisioning = 0
+            for row in rows:
+                is_provisioning, why = rule.classify(
+                    tags=row.tags, category=row.category, subject=row.subject
+                )
+                provisioning += is_provisioning
+                values = (
+                    row.created_at,
+                    row.tags,
+                    row.category,
+                    row.subject,
+                    is_provisioning,
+                    why,
+                    rule.version,
+                )
+                if existing.get(row.external_id) == values:
+                    continue
+                ticket = SupportTicket(
+                    external_id=row.external_id,
+                    imported_at=now,
+                    **dict(zip(compared, values, strict=True)),
+                )
+                ticket.full_clean(validate_unique=False)
+                writes.append(ticket)
+            before = SupportTicket.objects.count()
+            SupportTicket.objects.bulk_create(
+                writes,
+                batch_size=TICKET_UPSERT_BATCH,
+                update_conflicts=True,
+                unique_fields=["external_id"],
+                update_fields=[*compared, "imported_at"],
+            )
+            created = SupportTicket.objects.count() - before
+            result = {
+                "rows_total": len(rows),
+                "created": created,
+                "updated": len(writes) - created,
+                "unchanged": len(rows) - len(writes),
+                "reclassified": _tickets_classify_again(rule=rule),
+                "provisioning": provisioning,
+                "rule_version": rule.version,
+            }
+            run = SupportTicketImport(
+                imported_at=now,
+                actor=actor,
+                file_name=file_name,
+                file_sha256=hashlib.sha256(content).hexdigest(),
+                **result,
+            )
+            run.full_clean()
+            run.save(force_insert=True)
+            audit_record(
+                actor=actor,
+                action="provision.support_tickets_imported",
+                target=run,
+                customer=None,
+                reason=reason,
+                metadata={**result, "file_name": file_name, "file_sha256": run.file_sha256},
+            )
+            if dry_run:
+                raise _DryRun
+    except _DryRun:
+        return TicketImportResult(**result, dry_run=True)
+    return TicketImportResult(**result, run=run)
+
+
+@transaction.atomic
+def support_tickets_reclassify(*, actor, reason: str) -> TicketImportResult:
+    """Classify again, under the rule now in ``PROVISIONING_TICKET_RULE``, every stored
+    ticket classified under another one; one ``SupportTicketImport`` row (no file) and one
+    audit event (``provision.support_tickets_reclassified``). Nothing to do writes nothing."""
+    from provision.models import SupportTicket, SupportTicketImport
+    from provision.tickets import ticket_rule
+
+    _require_ticket_import_permission(actor)
+    reason = require_reason(reason)
+    rule = ticket_rule()
+    result = {
+        "rows_total": 0,
+        "created": 0,
+        "updated": 0,
+        "unchanged": 0,
+        "reclassified": 0,
+        "provisioning": 0,
+        "rule_version": rule.version,
+    }
+    if not _tickets_stale(rule).exists():
+        return TicketImportResult(**result)
+    before = SupportTicket.objects.filter(is_provisioning=True).count()
+    result["reclassified"] = _tickets_classify_again(rule=rule)
+    after = SupportTicket.objects.filter(is_provisioning=True).count()
+    run = SupportTicketImport(actor=actor, **result)
+    run.full_clean()
+    run.save(force_insert=True)
+    audit_record(
+        actor=actor,
+        action="provision.support_tickets_reclassified",
+        target=run,
+        customer=None,
+        changes={"provisioning_tickets": [before, after]},
+        reason=reason,
+        metadata=result,
+    )
+    return TicketImportResult(**result, run=run)

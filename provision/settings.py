@@ -13,6 +13,7 @@ from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from provision.env import env_bool, env_choice, env_int, env_json_object, env_list, env_str
+from provision.tickets import DEFAULT_PROVISIONING_TICKET_RULE, validate_ticket_rule
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PROVISION_VAR_DIR", str(BASE_DIR / "var")))
@@ -232,9 +233,9 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["provision.api.permissions.IsStaffRole"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "provision.api.pagination.ProvisionPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "provision.api.schema.ProvisionAutoSchema",
     "EXCEPTION_HANDLER": "provision.api.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + ([] if IS_PRODUCTION else ["rest_framework.renderers.BrowsableAPIRenderer"]),
@@ -377,6 +378,19 @@ INSTANCE_DARK_AFTER_DAYS = env_int("INSTANCE_DARK_AFTER_DAYS", 3)
 if INSTANCE_DARK_AFTER_DAYS < 1:
     raise ImproperlyConfigured(
         f"INSTANCE_DARK_AFTER_DAYS must be 1 or more, got {INSTANCE_DARK_AFTER_DAYS}"
+    )
+# Which imported support tickets count as provisioning-related (the third indicator on
+# /indicators/): JSON with exclude_categories, tags_any, categories and keywords, checked here
+# (docs/indicators.md). Setting it replaces the whole default rule from provision/tickets.py.
+PROVISIONING_TICKET_RULE = validate_ticket_rule(
+    env_json_object("PROVISIONING_TICKET_RULE", DEFAULT_PROVISIONING_TICKET_RULE)
+)
+# How long /indicators/ reuses the computed figures of a week that may still change (seconds);
+# a week that ended more than two days ago is kept for a day. 0 computes them on every request.
+INDICATORS_CACHE_SECONDS = env_int("INDICATORS_CACHE_SECONDS", 300)
+if INDICATORS_CACHE_SECONDS < 0:
+    raise ImproperlyConfigured(
+        f"INDICATORS_CACHE_SECONDS must be 0 or more, got {INDICATORS_CACHE_SECONDS}"
     )
 # Demo data: logins printed by seed_demo. Never used outside development.
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "provision-demo")

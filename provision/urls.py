@@ -32,6 +32,7 @@ urlpatterns = [
     path("api/", include(api_router.urls)),
     path("licenses/", include("licenses.urls")),
     path("usage/", include("usage.urls")),
+    path("cockpit/", include("usage.cockpit_urls")),
     path("crm/", include("crm_sync.urls")),
     path("", include("provision.console_urls")),
 ]

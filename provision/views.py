@@ -297,3 +297,44 @@ def stuck_queue(request):
             "querystring": querystring_without_page(request),
         },
     )
+
+
+@role_required(permissions.is_staff_member)
+@require_GET
+def indicators(request):
+    """The performance indicators: Cloud Licensing adoption, seat-sync rate and the share of
+    provisioning tickets, weekly over the last 26 weeks, each with its definition, chart and
+    numbers; ``?format=csv`` downloads the numbers. Every staff role reads it."""
+    import csv
+
+    from django.conf import settings
+    from django.http import HttpResponse
+    from django.utils import timezone
+
+    from provision import indicators as indicator_module
+
+    dashboard = indicator_module.indicator_dashboard()
+    if request.GET.get("format") == "csv":
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        stamp = timezone.localdate().isoformat()
+        response["Content-Disposition"] = f'attachment; filename="provision-indicators-{stamp}.csv"'
+        writer = csv.writer(response)
+        writer.writerows(indicator_module.dashboard_csv_rows(dashboard))
+        return response
+    return render(
+        request,
+        "provision/indicators.html",
+        {
+            "dashboard": dashboard,
+            "indicators": [
+                {
+                    "series": series,
+                    "chart": series.chart_data(),
+                    "chart_id": f"indicator-data-{series.definition.key}",
+                }
+                for series in dashboard.series
+            ],
+            "rule": dashboard.ticket_rule,
+            "time_zone": settings.TIME_ZONE,
+        },
+    )

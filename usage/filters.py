@@ -3,17 +3,28 @@
 from datetime import timedelta
 
 import django_filters
-from django.db.models import Q
+from django.contrib.auth import get_user_model
+from django.db.models import F, Q
 from django.utils import timezone
 
+from provision.choices import Deployment, Plan, Role
+from provision.filters import IdFilter
+from provision.models import Customer
 from usage.choices import SeatReportSource, UsageFileImportStatus
-from usage.models import Instance, Namespace, SeatReport, UsageFileImport
+from usage.cockpit import SORT_FIELDS, SORT_LABELS, CockpitRisk
+from usage.models import (
+    Instance,
+    Namespace,
+    SeatReport,
+    SubscriptionUsageDaily,
+    UsageFileImport,
+)
 
 
 class InstanceFilterSet(django_filters.FilterSet):
     q = django_filters.CharFilter(method="search", label="Search")
-    customer_id = django_filters.NumberFilter(field_name="customer_id")
-    subscription_id = django_filters.NumberFilter(field_name="subscription_id")
+    customer_id = IdFilter(field_name="customer_id")
+    subscription_id = IdFilter(field_name="subscription_id")
     air_gapped = django_filters.BooleanFilter()
     stale = django_filters.BooleanFilter(method="filter_stale", label="Not synced for 36 h")
     dark = django_filters.BooleanFilter(method="filter_dark", label="Gone dark")
@@ -58,8 +69,8 @@ class InstanceFilterSet(django_filters.FilterSet):
 
 class NamespaceFilterSet(django_filters.FilterSet):
     q = django_filters.CharFilter(method="search", label="Search")
-    subscription_id = django_filters.NumberFilter(field_name="subscription_id")
-    customer_id = django_filters.NumberFilter(field_name="subscription__customer_id")
+    subscription_id = IdFilter(field_name="subscription_id")
+    customer_id = IdFilter(field_name="subscription__customer_id")
     linked = django_filters.BooleanFilter(
         field_name="subscription", lookup_expr="isnull", exclude=True
     )
@@ -83,9 +94,9 @@ class NamespaceFilterSet(django_filters.FilterSet):
 
 
 class SeatReportFilterSet(django_filters.FilterSet):
-    subscription_id = django_filters.NumberFilter(field_name="subscription_id")
-    instance_id = django_filters.NumberFilter(field_name="instance_id")
-    namespace_id = django_filters.NumberFilter(field_name="namespace_id")
+    subscription_id = IdFilter(field_name="subscription_id")
+    instance_id = IdFilter(field_name="instance_id")
+    namespace_id = IdFilter(field_name="namespace_id")
     source = django_filters.ChoiceFilter(choices=SeatReportSource.choices)
     since = django_filters.DateFilter(field_name="report_date", lookup_expr="gte")
     until = django_filters.DateFilter(field_name="report_date", lookup_expr="lte")
@@ -98,10 +109,10 @@ class SeatReportFilterSet(django_filters.FilterSet):
 class UsageFileImportFilterSet(django_filters.FilterSet):
     q = django_filters.CharFilter(method="search", label="File name or SHA-256")
     status = django_filters.ChoiceFilter(choices=UsageFileImportStatus.choices)
-    subscription_id = django_filters.NumberFilter(field_name="subscription_id")
-    license_id = django_filters.NumberFilter(field_name="license_id")
-    customer_id = django_filters.NumberFilter(method="filter_customer")
-    uploaded_by_id = django_filters.NumberFilter(field_name="uploaded_by_id")
+    subscription_id = IdFilter(field_name="subscription_id")
+    license_id = IdFilter(field_name="license_id")
+    customer_id = IdFilter(method="filter_customer")
+    uploaded_by_id = IdFilter(field_name="uploaded_by_id")
     since = django_filters.DateFilter(field_name="uploaded_at", lookup_expr="date__gte")
     until = django_filters.DateFilter(field_name="uploaded_at", lookup_expr="date__lte")
 
@@ -133,3 +144,170 @@ class UsageFileImportFilterSet(django_filters.FilterSet):
             .values("import_id")
         )
         return queryset.filter(Q(subscription__customer_id=value) | Q(pk__in=attempted))
+
+
+class UsageDailyFilterSet(django_filters.FilterSet):
+    """Daily usage rollups (``SubscriptionUsageDaily``): by subscription, by customer and by a
+    date range, shared by the API's ``/api/usage-rollups/`` and any page listing rollups."""
+
+    subscription_id = IdFilter(field_name="subscription_id")
+    customer_id = IdFilter(field_name="subscription__customer_id")
+    since = django_filters.DateFilter(field_name="date", lookup_expr="gte")
+    until = django_filters.DateFilter(field_name="date", lookup_expr="lte")
+
+    class Meta:
+        model = SubscriptionUsageDaily
+        fields = ["subscription_id", "customer_id"]
+
+
+# --- Seat utilization cockpit -------------------------------------------------------------------
+
+
+def _account_owners(request):
+    """The people who can own a book, offered in the owner filter (evaluated per request)."""
+    return (
+        get_user_model()
+        .objects.filter(groups__name=Role.ACCOUNT_MANAGER)
+        .order_by("first_name", "last_name", "username")
+    )
+
+
+class _OwnerChoiceField(django_filters.fields.ModelChoiceField):
+    """Owners by name ("Alex Morgan"), not by login."""
+
+    def label_from_instance(self, obj):
+        return obj.get_full_name() or obj.username
+
+
+class CockpitOwnerFilter(django_filters.ModelChoiceFilter):
+    field_class = _OwnerChoiceField
+
+
+class CockpitOrderingFilter(django_filters.OrderingFilter):
+    """``sort=utilization`` / ``sort=-utilization``: empty figures last either way, then the
+    customer id, so pages, the CSV and the API agree on ties."""
+
+    def filter(self, qs, value):
+        if value in django_filters.constants.EMPTY_VALUES:
+            return qs
+        ordering = []
+        for param in value:
+            if param in django_filters.constants.EMPTY_VALUES:
+                continue
+            descending = param.startswith("-")
+            name = self.param_map[param.lstrip("-")]
+            if hasattr(qs, "with_figures") and name != "name":
+                qs = qs.with_figures(name)
+            expression = F(name)
+            ordering.append(
+                expression.desc(nulls_last=True) if descending else expression.asc(nulls_last=True)
+            )
+        return qs.order_by(*ordering, "pk") if ordering else qs
+
+
+class CockpitFilterSet(django_filters.FilterSet):
+    """The seat utilization cockpit's filters and sort: its page, its CSV export and
+    ``/api/cockpit/`` (one query string, the same rows). Filters the customers of
+    ``usage.cockpit.cockpit_queryset``, whose ``with_figures`` adds the figures and ``risk_*``
+    flags a filter or the sort names."""
+
+    q = django_filters.CharFilter(
+        method="search", label="Customer", help_text="Name or billing account"
+    )
+    account_owner_id = CockpitOwnerFilter(
+        field_name="account_owner", queryset=_account_owners, label="Account owner"
+    )
+    all = django_filters.BooleanFilter(
+        method="filter_all",
+        label="Every owner",
+        help_text="Account managers start on their own book; all=true (or any "
+        "account_owner_id, empty for every owner) widens it.",
+    )
+    plan = django_filters.ChoiceFilter(
+        choices=Plan.choices, method="filter_plan", label="Plan (active)"
+    )
+    deployment = django_filters.ChoiceFilter(
+        choices=Deployment.choices, method="filter_deployment", label="Deployment"
+    )
+    risk = django_filters.ChoiceFilter(
+        choices=CockpitRisk.choices, method="filter_risk", label="Risk flag"
+    )
+    utilization_min = django_filters.NumberFilter(
+        method="filter_utilization_min",
+        label="Utilization from %",
+        min_value=0,
+        max_value=100_000,
+    )
+    utilization_max = django_filters.NumberFilter(
+        method="filter_utilization_max",
+        label="Utilization to %",
+        min_value=0,
+        max_value=100_000,
+    )
+    renewal_within = django_filters.NumberFilter(
+        method="filter_renewal_within",
+        label="Renewal within (days)",
+        min_value=0,
+        max_value=3650,
+        decimal_places=0,
+    )
+    sort = CockpitOrderingFilter(
+        fields=[(expression, param) for param, expression in SORT_FIELDS.items()],
+        field_labels={expression: SORT_LABELS[param] for param, expression in SORT_FIELDS.items()},
+        label="Sort",
+    )
+
+    class Meta:
+        model = Customer
+        fields = ["q", "account_owner_id", "plan", "deployment", "risk"]
+
+    def search(self, queryset, name, value):
+        value = value.strip()
+        if not value:
+            return queryset
+        return queryset.filter(Q(name__icontains=value) | Q(billing_account_number=value.upper()))
+
+    def filter_all(self, queryset, name, value):
+        # Read by usage.cockpit.cockpit_list before filtering: it only stops the book default.
+        return queryset
+
+    def _has_active(self, **where):
+        from django.db.models import Exists, OuterRef
+
+        from provision.choices import SubscriptionStatus
+        from provision.models import Subscription
+
+        return Exists(
+            Subscription.objects.filter(
+                customer_id=OuterRef("pk"), status=SubscriptionStatus.ACTIVE, **where
+            )
+        )
+
+    def filter_plan(self, queryset, name, value):
+        return queryset.filter(self._has_active(plan=value))
+
+    def filter_deployment(self, queryset, name, value):
+        return queryset.filter(self._has_active(deployment=value))
+
+    def filter_risk(self, queryset, name, value):
+        if value == CockpitRisk.ANY:
+            return queryset.with_figures("risk_count").filter(risk_count__gt=0)
+        return queryset.with_figures(f"risk_{value}").filter(**{f"risk_{value}": True})
+
+    def filter_utilization_min(self, queryset, name, value):
+        return queryset.with_figures("utilization").filter(utilization__gte=float(value))
+
+    def filter_utilization_max(self, queryset, name, value):
+        return queryset.with_figures("utilization").filter(utilization__lte=float(value))
+
+    def filter_renewal_within(self, queryset, name, value):
+        # "The nearest term end is within N days" is "an active subscription ends within N
+        # days": a range of the (status, term_end) index, not every customer's nearest end.
+        from provision.choices import SubscriptionStatus
+        from provision.models import Subscription
+
+        ending = Subscription.objects.filter(
+            status=SubscriptionStatus.ACTIVE,
+            term_end__lte=timezone.localdate() + timedelta(days=int(value)),
+        )
+        return queryset.filter(pk__in=ending.values("customer_id"))

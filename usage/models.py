@@ -225,7 +225,16 @@ class SubscriptionUsageDaily(models.Model):
     class Meta:
         ordering = ["-date"]
         verbose_name_plural = "subscription usage (daily)"
-        indexes = [models.Index(fields=["date"])]
+        indexes = [
+            models.Index(fields=["date"]),
+            # The cockpit's "max used this term" and latest-billable reads come from the index
+            # alone (PostgreSQL; SQLite has no covering indexes and skips it).
+            models.Index(
+                fields=["subscription", "date"],
+                include=["billable_users", "max_users"],
+                name="usagedaily_sub_date_cover",
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["subscription", "date"], name="usagedaily_unique_day"),
             models.CheckConstraint(condition=Q(utilization__gte=0), name="usagedaily_util_gte_0"),

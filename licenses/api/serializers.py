@@ -44,14 +44,16 @@ class LicenseSerializer(serializers.ModelSerializer):
 
 
 class LicenseDetailSerializer(LicenseSerializer):
-    """One license with its exact key, the encoded attributes and the signing key."""
+    """One license: its encoded attributes, its chain and the signing key's fingerprint. Never
+    the key itself: the API carries no key material (``key_sha256`` identifies it); staff
+    download keys from the license's page, where the download is audited."""
 
     signing_key = serializers.CharField(source="signing_key.fingerprint", read_only=True)
     superseded_by = serializers.SerializerMethodField()
 
     class Meta:
         model = License
-        fields = [*LICENSE_FIELDS, "superseded_by", "signing_key", "attributes", "key"]
+        fields = [*LICENSE_FIELDS, "superseded_by", "signing_key", "attributes"]
         read_only_fields = fields
 
     def get_superseded_by(self, license) -> int | None:

@@ -10,13 +10,18 @@ from licenses.api.serializers import (
 )
 from licenses.filters import ActivationFilterSet, LicenseFilterSet
 from provision import permissions
-from provision.api.base import FixRequestFiledSerializer, SelectorReadOnlyViewSet, submit_fix
+from provision.api.base import (
+    FixRequestFiledSerializer,
+    SelectorReadOnlyViewSet,
+    object_pk,
+    submit_fix,
+)
 from provision.exceptions import ApplicationError
 
 
 class LicenseViewSet(SelectorReadOnlyViewSet):
-    """Issued licenses. The list never carries keys; one license (``/api/licenses/{id}/``)
-    includes the exact key, as the staff page's download does."""
+    """Issued licenses, never with their keys (``key_sha256`` identifies one); one license
+    (``/api/licenses/{id}/``) adds its encoded attributes and chain."""
 
     serializer_class = LicenseSerializer
     filterset_class = LicenseFilterSet
@@ -29,8 +34,8 @@ class LicenseViewSet(SelectorReadOnlyViewSet):
         return LicenseSerializer
 
     def get_object(self):
-        # The detail shape (key, chain, signing key) and its 403/404 come from the selector.
-        return selectors.license_get(actor=self.request.user, pk=self.kwargs["pk"])
+        # The detail shape (chain, signing key) and its 403/404 come from the selector.
+        return selectors.license_get(actor=self.request.user, pk=object_pk(self.kwargs["pk"]))
 
     @extend_schema(
         request=LicenseRevokeInputSerializer,

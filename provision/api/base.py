@@ -1,7 +1,21 @@
-from rest_framework import serializers, viewsets
+from rest_framework import exceptions, serializers, viewsets
 from rest_framework.response import Response
 
+from provision.api.pagination import ProvisionPagination
+from provision.api.schema import ProvisionAutoSchema
 from provision.choices import ReasonCode
+
+# Primary keys are 64-bit integers; anything else in the URL is an unknown object (404), not a
+# database error (SQLite cannot even bind a larger integer).
+PK_MAX = 2**63 - 1
+
+
+def object_pk(value) -> int:
+    """The primary key in a URL as an int; a JSON 404 when it cannot be one."""
+    text = str(value)
+    if not text.isascii() or not text.isdigit() or not 0 < int(text) <= PK_MAX:
+        raise exceptions.NotFound()
+    return int(text)
 
 
 class SelectorReadOnlyViewSet(viewsets.ReadOnlyModelViewSet):
@@ -12,6 +26,8 @@ class SelectorReadOnlyViewSet(viewsets.ReadOnlyModelViewSet):
     """
 
     list_selector = None
+    schema = ProvisionAutoSchema()
+    pagination_class = ProvisionPagination
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -19,6 +35,11 @@ class SelectorReadOnlyViewSet(viewsets.ReadOnlyModelViewSet):
             return self.filterset_class._meta.model.objects.none()
         queryset, _ = type(self).list_selector(actor=self.request.user)
         return queryset
+
+    def get_object(self):
+        lookup = self.lookup_url_kwarg or self.lookup_field
+        self.kwargs[lookup] = object_pk(self.kwargs[lookup])
+        return super().get_object()
 
 
 class FixRequestFiledSerializer(serializers.Serializer):

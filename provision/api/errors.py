@@ -11,8 +11,15 @@ from provision.exceptions import ApplicationError
 
 
 def exception_handler(exc, context):
+    """DRF's handler, with the project's refusals and Django's errors in the one JSON shape."""
     if isinstance(exc, ApplicationError):
         body = {"error": {"code": exc.code, "message": exc.message, **exc.extra}}
+        preview = getattr(exc, "preview", None)
+        if preview is not None:
+            # A fix refused because its target changed: what the fix would do now, and the
+            # digest to confirm that with (provision.services.FixConflict).
+            body["error"]["preview"] = preview.as_dict()
+            body["error"]["preview_digest"] = preview.digest()
         http_status = status.HTTP_403_FORBIDDEN if exc.code == "forbidden" else 409
         return Response(body, status=http_status)
     if isinstance(exc, DjangoValidationError):

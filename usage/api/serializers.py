@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from provision.api.base import reason_code_field
 from usage import selectors
-from usage.models import Instance, Namespace, SeatReport
+from usage.models import Instance, Namespace, SeatReport, SubscriptionUsageDaily
 
 
 class InstanceHealthSerializer(serializers.Serializer):
@@ -74,6 +74,31 @@ class SeatReportSerializer(serializers.ModelSerializer):
             "source",
             "received_at",
         ]
+
+
+class UsageRollupSerializer(serializers.ModelSerializer):
+    """A subscription's usage on one day (``SubscriptionUsageDaily``); ``utilization`` is
+    billable users / seats, as a decimal string."""
+
+    subscription_name = serializers.CharField(source="subscription.name", read_only=True)
+    customer = serializers.IntegerField(source="subscription.customer_id", read_only=True)
+
+    class Meta:
+        model = SubscriptionUsageDaily
+        fields = [
+            "id",
+            "subscription",
+            "subscription_name",
+            "customer",
+            "date",
+            "seats",
+            "billable_users",
+            "max_users",
+            "overage",
+            "utilization",
+            "computed_at",
+        ]
+        read_only_fields = fields
 
 
 # --- Namespace operations -------------------------------------------------------------------

@@ -22,8 +22,14 @@ from usage.api.serializers import (
     NamespaceSeatUsageResponseSerializer,
     NamespaceSerializer,
     SeatReportSerializer,
+    UsageRollupSerializer,
 )
-from usage.filters import InstanceFilterSet, NamespaceFilterSet, SeatReportFilterSet
+from usage.filters import (
+    InstanceFilterSet,
+    NamespaceFilterSet,
+    SeatReportFilterSet,
+    UsageDailyFilterSet,
+)
 
 
 class InstanceViewSet(SelectorReadOnlyViewSet):
@@ -174,3 +180,13 @@ class SeatReportViewSet(SelectorReadOnlyViewSet):
     filterset_class = SeatReportFilterSet
 
     list_selector = staticmethod(selectors.seat_report_list)
+
+
+class UsageRollupViewSet(SelectorReadOnlyViewSet):
+    """Daily usage per subscription (the rollup the dashboards and the CRM sync read), newest
+    day first; filter by subscription, customer and date range (``since``/``until``)."""
+
+    serializer_class = UsageRollupSerializer
+    filterset_class = UsageDailyFilterSet
+
+    list_selector = staticmethod(selectors.usage_rollup_list)
