@@ -400,6 +400,9 @@ def test_the_command_exits_non_zero_from_the_shell(tmp_path):
     path.write_text("Ticket ID,Tags\n1,a\n")
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     env["PROVISION_VAR_DIR"] = str(tmp_path / "var")
+    # Its own throw-away SQLite file: in CI DATABASE_URL names a server database that the test
+    # run never creates (the suite runs in test_<name>).
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'tickets.sqlite3'}"
     migrate = subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v", "0"],
         cwd=django_settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=300,
